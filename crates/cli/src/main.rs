@@ -1,0 +1,6 @@
+//! The `vireo` command.
+#![forbid(unsafe_code)]
+
+fn main() {
+    println!("vireo");
+}
