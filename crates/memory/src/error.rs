@@ -69,10 +69,16 @@ impl fmt::Display for MemoryError {
                 write!(f, "address range {addr:#x}+{len:#x} is not in guest memory")
             }
             MemoryError::CrossesRegion { addr, len } => {
-                write!(f, "address range {addr:#x}+{len:#x} crosses a memory region boundary")
+                write!(
+                    f,
+                    "address range {addr:#x}+{len:#x} crosses a memory region boundary"
+                )
             }
             MemoryError::OutOfBounds { offset, len, size } => {
-                write!(f, "access {offset:#x}+{len:#x} is outside a {size:#x}-byte slice")
+                write!(
+                    f,
+                    "access {offset:#x}+{len:#x} is outside a {size:#x}-byte slice"
+                )
             }
             MemoryError::Misaligned { offset, align } => {
                 write!(f, "access at {offset:#x} is not {align}-byte aligned")

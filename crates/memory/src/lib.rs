@@ -20,11 +20,11 @@ extern crate std;
 
 mod error;
 mod map;
-#[allow(unsafe_code)]
-pub mod shared;
 #[cfg(feature = "std")]
 #[allow(unsafe_code)]
 pub mod mmap;
+#[allow(unsafe_code)]
+pub mod shared;
 #[cfg(feature = "vm-memory")]
 #[allow(unsafe_code)]
 pub mod vm_memory_adapter;

@@ -94,17 +94,24 @@ impl GuestMemoryMap {
         if len == 0 {
             return Err(MemoryError::EmptyRegion);
         }
-        let end = guest_addr
-            .checked_add(len)
-            .ok_or(MemoryError::Overflow { addr: guest_addr, len })?;
+        let end = guest_addr.checked_add(len).ok_or(MemoryError::Overflow {
+            addr: guest_addr,
+            len,
+        })?;
         let pos = self.regions.partition_point(|r| r.guest_addr < guest_addr);
         let overlaps_prev = pos
             .checked_sub(1)
             .and_then(|p| self.regions.get(p))
             .is_some_and(|prev| prev.end() > guest_addr);
-        let overlaps_next = self.regions.get(pos).is_some_and(|next| next.guest_addr < end);
+        let overlaps_next = self
+            .regions
+            .get(pos)
+            .is_some_and(|next| next.guest_addr < end);
         if overlaps_prev || overlaps_next {
-            return Err(MemoryError::Overlap { addr: guest_addr, len });
+            return Err(MemoryError::Overlap {
+                addr: guest_addr,
+                len,
+            });
         }
         self.regions.insert(pos, GuestRegion { guest_addr, area });
         Ok(())
@@ -137,7 +144,9 @@ impl GuestMemoryMap {
 
     #[inline]
     fn locate(&self, addr: u64, len: u64) -> Result<(&GuestRegion, usize, usize), MemoryError> {
-        let end = addr.checked_add(len).ok_or(MemoryError::Overflow { addr, len })?;
+        let end = addr
+            .checked_add(len)
+            .ok_or(MemoryError::Overflow { addr, len })?;
         // Fast path for the common single-region map.
         let region = match self.regions.as_slice() {
             [only] => only,
@@ -183,9 +192,12 @@ mod tests {
 
     fn map() -> GuestMemoryMap {
         let mut m = GuestMemoryMap::new();
-        m.add_region(0x1000, OwnedRegion::new_area(0x1000).unwrap()).unwrap();
-        m.add_region(0x2000, OwnedRegion::new_area(0x1000).unwrap()).unwrap();
-        m.add_region(0x10_0000, OwnedRegion::new_area(0x2000).unwrap()).unwrap();
+        m.add_region(0x1000, OwnedRegion::new_area(0x1000).unwrap())
+            .unwrap();
+        m.add_region(0x2000, OwnedRegion::new_area(0x1000).unwrap())
+            .unwrap();
+        m.add_region(0x10_0000, OwnedRegion::new_area(0x2000).unwrap())
+            .unwrap();
         m
     }
 
@@ -203,22 +215,46 @@ mod tests {
         let m = map();
         assert_eq!(
             m.translate(u64::MAX - 3, 8).unwrap_err(),
-            MemoryError::Overflow { addr: u64::MAX - 3, len: 8 }
+            MemoryError::Overflow {
+                addr: u64::MAX - 3,
+                len: 8
+            }
         );
-        assert!(matches!(m.translate(0x0, 4), Err(MemoryError::OutOfRange { .. })));
-        assert!(matches!(m.translate(0x5000, 4), Err(MemoryError::OutOfRange { .. })));
+        assert!(matches!(
+            m.translate(0x0, 4),
+            Err(MemoryError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            m.translate(0x5000, 4),
+            Err(MemoryError::OutOfRange { .. })
+        ));
         // Adjacent regions are still separate mappings: a range across the seam is refused.
-        assert!(matches!(m.translate(0x1ff8, 16), Err(MemoryError::CrossesRegion { .. })));
-        assert!(matches!(m.translate(0x10_1ff8, 9), Err(MemoryError::CrossesRegion { .. })));
+        assert!(matches!(
+            m.translate(0x1ff8, 16),
+            Err(MemoryError::CrossesRegion { .. })
+        ));
+        assert!(matches!(
+            m.translate(0x10_1ff8, 9),
+            Err(MemoryError::CrossesRegion { .. })
+        ));
     }
 
     #[test]
     fn rejects_overlapping_regions() {
         let mut m = map();
         let r = OwnedRegion::new_area(0x1000).unwrap();
-        assert!(matches!(m.add_region(0x1800, r.clone()), Err(MemoryError::Overlap { .. })));
-        assert!(matches!(m.add_region(0x800, r.clone()), Err(MemoryError::Overlap { .. })));
-        assert!(matches!(m.add_region(u64::MAX - 10, r.clone()), Err(MemoryError::Overflow { .. })));
+        assert!(matches!(
+            m.add_region(0x1800, r.clone()),
+            Err(MemoryError::Overlap { .. })
+        ));
+        assert!(matches!(
+            m.add_region(0x800, r.clone()),
+            Err(MemoryError::Overlap { .. })
+        ));
+        assert!(matches!(
+            m.add_region(u64::MAX - 10, r.clone()),
+            Err(MemoryError::Overflow { .. })
+        ));
         assert!(m.add_region(0x3000, r).is_ok());
         assert!(m.remove_region(0x3000, 0x1000).is_some());
         assert!(m.remove_region(0x3000, 0x1000).is_none());
@@ -227,7 +263,10 @@ mod tests {
     #[test]
     fn writes_through_translation_reach_the_region() {
         let m = map();
-        m.translate(0x2004, 4).unwrap().write(0, &[1, 2, 3, 4]).unwrap();
+        m.translate(0x2004, 4)
+            .unwrap()
+            .write(0, &[1, 2, 3, 4])
+            .unwrap();
         let mut b = [0; 4];
         m.regions()[1].area().slice().read(4, &mut b).unwrap();
         assert_eq!(b, [1, 2, 3, 4]);

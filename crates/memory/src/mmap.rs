@@ -28,13 +28,19 @@ impl MmapRegion {
     /// error from `mmap` (for example a file smaller than `offset + len` is caught later, as
     /// SIGBUS, unless the caller checks the file size first: [`MmapRegion::map_checked`] does).
     pub fn map(fd: impl AsFd, offset: u64, len: u64) -> Result<Self, MemoryError> {
-        let size = usize::try_from(len).map_err(|_| MemoryError::MapFailed { errno: libc_einval() })?;
+        let size = usize::try_from(len).map_err(|_| MemoryError::MapFailed {
+            errno: libc_einval(),
+        })?;
         if size == 0 {
             return Err(MemoryError::EmptyRegion);
         }
-        offset.checked_add(len).ok_or(MemoryError::Overflow { addr: offset, len })?;
+        offset
+            .checked_add(len)
+            .ok_or(MemoryError::Overflow { addr: offset, len })?;
         if i64::try_from(offset).is_err() {
-            return Err(MemoryError::MapFailed { errno: libc_einval() });
+            return Err(MemoryError::MapFailed {
+                errno: libc_einval(),
+            });
         }
         // SAFETY: a fresh mapping at an address the kernel chooses (null hint) cannot alias any
         // existing Rust object; the result is owned by the returned value and unmapped on drop.
@@ -48,7 +54,9 @@ impl MmapRegion {
                 offset,
             )
         }
-        .map_err(|e| MemoryError::MapFailed { errno: e.raw_os_error() })?;
+        .map_err(|e| MemoryError::MapFailed {
+            errno: e.raw_os_error(),
+        })?;
         let ptr = NonNull::new(p.cast::<u8>()).ok_or(MemoryError::MapFailed { errno: 0 })?;
         Ok(MmapRegion { ptr, len: size })
     }
@@ -56,9 +64,14 @@ impl MmapRegion {
     /// Like [`MmapRegion::map`], but first checks that a regular file is at least `offset + len`
     /// bytes long, so that a short file is an error rather than a SIGBUS on first access.
     pub fn map_checked(fd: impl AsFd, offset: u64, len: u64) -> Result<Self, MemoryError> {
-        let end = offset.checked_add(len).ok_or(MemoryError::Overflow { addr: offset, len })?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| MemoryError::MapFailed { errno: e.raw_os_error() })?;
-        let is_regular = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+        let end = offset
+            .checked_add(len)
+            .ok_or(MemoryError::Overflow { addr: offset, len })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| MemoryError::MapFailed {
+            errno: e.raw_os_error(),
+        })?;
+        let is_regular =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
         if is_regular && (st.st_size as u64) < end {
             return Err(MemoryError::OutOfRange { addr: offset, len });
         }
@@ -68,9 +81,14 @@ impl MmapRegion {
     /// Creates an anonymous memfd of `len` bytes, maps it, and returns both (the fd is what a
     /// vhost-user frontend sends to the backend).
     pub fn memfd(name: &str, len: u64) -> Result<(OwnedFd, Self), MemoryError> {
-        let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)
-            .map_err(|e| MemoryError::MapFailed { errno: e.raw_os_error() })?;
-        rustix::fs::ftruncate(&fd, len).map_err(|e| MemoryError::MapFailed { errno: e.raw_os_error() })?;
+        let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC).map_err(|e| {
+            MemoryError::MapFailed {
+                errno: e.raw_os_error(),
+            }
+        })?;
+        rustix::fs::ftruncate(&fd, len).map_err(|e| MemoryError::MapFailed {
+            errno: e.raw_os_error(),
+        })?;
         let region = Self::map(&fd, 0, len)?;
         Ok((fd, region))
     }
@@ -114,8 +132,13 @@ mod tests {
         let (fd, a) = MmapRegion::memfd("vireo-test", 8192).unwrap();
         let b = MmapRegion::map(&fd, 4096, 4096).unwrap();
         let (a, b) = (a.into_area().unwrap(), b.into_area().unwrap());
-        a.slice().store_u32(4096, 0xdead_beef, Ordering::Release).unwrap();
-        assert_eq!(b.slice().load_u32(0, Ordering::Acquire).unwrap(), 0xdead_beef);
+        a.slice()
+            .store_u32(4096, 0xdead_beef, Ordering::Release)
+            .unwrap();
+        assert_eq!(
+            b.slice().load_u32(0, Ordering::Acquire).unwrap(),
+            0xdead_beef
+        );
     }
 
     #[test]
@@ -124,6 +147,9 @@ mod tests {
         assert!(MmapRegion::map_checked(&fd, 0, 8192).is_err());
         assert!(MmapRegion::map(&fd, 100, 4096).is_err()); // not page aligned: EINVAL
         assert!(MmapRegion::map(&fd, u64::MAX - 1, 4096).is_err());
-        assert_eq!(MmapRegion::map(&fd, 0, 0).unwrap_err(), MemoryError::EmptyRegion);
+        assert_eq!(
+            MmapRegion::map(&fd, 0, 0).unwrap_err(),
+            MemoryError::EmptyRegion
+        );
     }
 }

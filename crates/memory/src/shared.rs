@@ -98,7 +98,11 @@ impl<'a> SharedSlice<'a> {
     /// The bytes must be valid for reads and writes for `'a`, and must never be reached through a
     /// Rust reference while the view exists (see [`SharedBacking`]).
     pub unsafe fn from_raw_parts(ptr: NonNull<u8>, len: usize) -> Self {
-        SharedSlice { ptr, len, _life: PhantomData }
+        SharedSlice {
+            ptr,
+            len,
+            _life: PhantomData,
+        }
     }
 
     /// Number of bytes in the view.
@@ -128,7 +132,11 @@ impl<'a> SharedSlice<'a> {
                 // of) the allocation the view covers.
                 Ok(unsafe { self.ptr.as_ptr().add(offset) })
             }
-            _ => Err(MemoryError::OutOfBounds { offset, len, size: self.len }),
+            _ => Err(MemoryError::OutOfBounds {
+                offset,
+                len,
+                size: self.len,
+            }),
         }
     }
 
@@ -136,7 +144,10 @@ impl<'a> SharedSlice<'a> {
     fn field_ptr(&self, offset: usize, size: usize) -> Result<*mut u8, MemoryError> {
         let p = self.range_ptr(offset, size)?;
         if (p as usize) % size != 0 {
-            return Err(MemoryError::Misaligned { offset, align: size });
+            return Err(MemoryError::Misaligned {
+                offset,
+                align: size,
+            });
         }
         Ok(p)
     }
@@ -222,7 +233,10 @@ unsafe impl Sync for SharedArea {}
 
 impl fmt::Debug for SharedArea {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedArea").field("ptr", &self.ptr).field("len", &self.len).finish()
+        f.debug_struct("SharedArea")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -283,7 +297,9 @@ unsafe impl Sync for OwnedRegion {}
 
 impl fmt::Debug for OwnedRegion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OwnedRegion").field("len", &self.layout.size()).finish()
+        f.debug_struct("OwnedRegion")
+            .field("len", &self.layout.size())
+            .finish()
     }
 }
 
@@ -338,19 +354,37 @@ mod tests {
         s.read(4, &mut raw).unwrap();
         assert_eq!(raw, [0x44, 0x33, 0x22, 0x11]);
         assert_eq!(s.load_u16(4, Ordering::Acquire).unwrap(), 0x3344);
-        assert_eq!(s.load_u64(0, Ordering::Relaxed).unwrap(), 0x1122_3344_0000_0000);
+        assert_eq!(
+            s.load_u64(0, Ordering::Relaxed).unwrap(),
+            0x1122_3344_0000_0000
+        );
     }
 
     #[test]
     fn out_of_bounds_and_misaligned_are_errors() {
         let area = OwnedRegion::new_area(16).unwrap();
         let s = area.slice();
-        assert!(matches!(s.load_u16(15, Ordering::Relaxed), Err(MemoryError::OutOfBounds { .. })));
-        assert!(matches!(s.load_u16(1, Ordering::Relaxed), Err(MemoryError::Misaligned { .. })));
-        assert!(matches!(s.read(8, &mut [0; 9]), Err(MemoryError::OutOfBounds { .. })));
-        assert!(matches!(s.subslice(usize::MAX, 2), Err(MemoryError::OutOfBounds { .. })));
+        assert!(matches!(
+            s.load_u16(15, Ordering::Relaxed),
+            Err(MemoryError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            s.load_u16(1, Ordering::Relaxed),
+            Err(MemoryError::Misaligned { .. })
+        ));
+        assert!(matches!(
+            s.read(8, &mut [0; 9]),
+            Err(MemoryError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            s.subslice(usize::MAX, 2),
+            Err(MemoryError::OutOfBounds { .. })
+        ));
         assert!(s.write(8, &[1; 8]).is_ok());
-        assert!(matches!(s.fill(17, 0, 0), Err(MemoryError::OutOfBounds { .. })));
+        assert!(matches!(
+            s.fill(17, 0, 0),
+            Err(MemoryError::OutOfBounds { .. })
+        ));
     }
 
     #[test]
