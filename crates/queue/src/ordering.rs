@@ -22,10 +22,15 @@ pub const CONSUME: Ordering = Ordering::Acquire;
 /// Plain field accesses whose ordering is established by a PUBLISH/CONSUME pair or a fence.
 pub const FIELD: Ordering = Ordering::Relaxed;
 
+/// The ordering of [`notify_fence`]: it must be `SeqCst`, the only fence that orders a store
+/// before a later load (store-load); `AcqRel` or `Release` fences do not, and the loom model's
+/// negative controls show the lost wakeup they allow.
+pub const NOTIFY_FENCE: Ordering = Ordering::SeqCst;
+
 /// The full fence between publishing an index and reading the other side's event-suppression
 /// field (or between re-enabling notifications and re-checking for work), so that at least one
 /// side sees the other's write and no notification is lost.
 #[inline]
 pub fn notify_fence() {
-    fence(Ordering::SeqCst);
+    fence(NOTIFY_FENCE);
 }
