@@ -31,16 +31,30 @@ bitflags! {
         const NOTIF_CONFIG_DATA = 1 << 39;
         /// Driver can reset a queue individually (§2.6.1, §6).
         const RING_RESET = 1 << 40;
+        /// Device exposes administration virtqueues (virtio 1.3 draft §2.12, §6).
+        const ADMIN_VQ = 1 << 41;
+        /// Driver can suspend the device with the SUSPEND status bit (virtio 1.3 draft §3.4).
+        const SUSPEND = 1 << 43;
     }
 }
 
 impl Features {
-    /// All device-independent bits that have names (bits 28 to 40).
+    /// All device-independent bits that have names (bits 28 to 41 and 43; the legacy-only
+    /// bits 24 and 27 are named in [`crate::names`] but not here).
     pub const DEVICE_INDEPENDENT: Features = Features::all();
 
     /// True if every bit of `other` is set.
     #[inline]
     pub fn has(self, other: Features) -> bool {
         self.contains(other)
+    }
+
+    /// The feature word with only bit `bit` set, or empty if `bit` is 64 or more.
+    #[inline]
+    pub const fn bit(bit: u32) -> Features {
+        match 1u64.checked_shl(bit) {
+            Some(mask) => Features::from_bits_retain(mask),
+            None => Features::empty(),
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! layouts and device configuration, each wire format as a checked view over bytes.
 //!
 //! Section numbers cite "Virtual I/O Device (VIRTIO) Version 1.2" (OASIS), abbreviated
-//! "virtio 1.2 §N".
+//! "virtio 1.2 §N"; a few newer items cite the 1.3 draft.
 //!
 //! # Panics
 //! Nothing in this crate panics on any input: views check lengths when they are made, and
@@ -10,7 +10,14 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
+mod bytes;
+pub mod device_id;
+pub mod error;
 pub mod features;
+pub mod negotiation;
 pub mod split;
 
+pub use device_id::{DeviceId, DeviceType};
+pub use error::{SpecError, ViewError};
 pub use features::Features;
+pub use negotiation::{FeatureDependency, Negotiator, VersionPolicy};
