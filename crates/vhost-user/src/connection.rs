@@ -1,0 +1,227 @@
+//! Framing over a Unix stream socket: one message is exactly one header and `size` payload bytes,
+//! with at most [`MAX_FDS`] file descriptors in the ancillary data (QEMU
+//! `docs/interop/vhost-user.rst`, "Message Specification" and "Communication").
+//!
+//! Received descriptors are [`OwnedFd`]s from the moment they arrive (`MSG_CMSG_CLOEXEC`), so
+//! whatever happens to the message afterwards, they are closed when dropped: nothing leaks.
+
+use core::fmt;
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use rustix::io::Errno;
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+};
+
+use crate::message::{Header, MessageError, HEADER_SIZE};
+
+/// Most file descriptors one message may carry ("Back-end communication": "at most 8").
+pub const MAX_FDS: usize = 8;
+
+/// Why a message could not be received or sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionError {
+    /// Socket operation failed.
+    Io {
+        /// The OS error number.
+        errno: i32,
+    },
+    /// Peer closed the connection in the middle of a message.
+    Truncated {
+        /// Bytes of the message received.
+        got: usize,
+        /// Bytes the message needed.
+        expected: usize,
+    },
+    /// Message carries more file descriptors than allowed.
+    TooManyFds {
+        /// How many arrived (at least).
+        count: usize,
+    },
+    /// Message header is invalid.
+    Message(MessageError),
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionError::Io { errno } => write!(f, "socket operation failed (errno {errno})"),
+            ConnectionError::Truncated { got, expected } => {
+                write!(
+                    f,
+                    "peer closed the connection after {got} of {expected} message bytes"
+                )
+            }
+            ConnectionError::TooManyFds { count } => {
+                write!(
+                    f,
+                    "message carries {count} file descriptors, more than {MAX_FDS}"
+                )
+            }
+            ConnectionError::Message(e) => write!(f, "message header is invalid: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectionError {}
+
+impl From<Errno> for ConnectionError {
+    fn from(e: Errno) -> Self {
+        ConnectionError::Io {
+            errno: e.raw_os_error(),
+        }
+    }
+}
+
+impl From<MessageError> for ConnectionError {
+    fn from(e: MessageError) -> Self {
+        ConnectionError::Message(e)
+    }
+}
+
+/// One received message: header, payload bytes (exactly `header.size`), and descriptors.
+#[derive(Debug)]
+pub struct Message {
+    /// The checked header.
+    pub header: Header,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Descriptors from the ancillary data (closed when dropped).
+    pub fds: Vec<OwnedFd>,
+}
+
+/// A vhost-user connection (either side).
+#[derive(Debug)]
+pub struct Connection {
+    stream: UnixStream,
+}
+
+impl Connection {
+    /// Wraps a connected stream socket.
+    pub fn new(stream: UnixStream) -> Self {
+        Connection { stream }
+    }
+
+    /// The socket, for polling.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
+    /// Receives one message. `Ok(None)` means the peer closed the connection between messages.
+    pub fn recv(&self) -> Result<Option<Message>, ConnectionError> {
+        let mut fds = Vec::new();
+        let mut head = [0u8; HEADER_SIZE];
+        let got = self.read_full(&mut head, &mut fds)?;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < HEADER_SIZE {
+            return Err(ConnectionError::Truncated {
+                got,
+                expected: HEADER_SIZE,
+            });
+        }
+        let header = Header::parse(&head)?;
+        let size = header.size as usize;
+        let mut payload = vec![0u8; size];
+        let got = self.read_full(&mut payload, &mut fds)?;
+        if got < size {
+            let expected = HEADER_SIZE + size;
+            return Err(ConnectionError::Truncated {
+                got: HEADER_SIZE + got,
+                expected,
+            });
+        }
+        Ok(Some(Message {
+            header,
+            payload,
+            fds,
+        }))
+    }
+
+    /// Reads until `buf` is full or the peer closes; returns the bytes read. Descriptors
+    /// arriving with any part are appended to `fds` (at most [`MAX_FDS`] in all).
+    fn read_full(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, ConnectionError> {
+        let mut done = 0;
+        while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut iov = [IoSliceMut::new(rest)];
+            let res = match recvmsg(
+                &self.stream,
+                &mut iov,
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            ) {
+                Ok(res) => res,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for msg in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(received) = msg {
+                    fds.extend(received);
+                }
+            }
+            if res.flags.contains(ReturnFlags::CTRUNC) {
+                // The kernel closed what did not fit; ours close when `fds` drops.
+                return Err(ConnectionError::TooManyFds {
+                    count: fds.len() + 1,
+                });
+            }
+            if fds.len() > MAX_FDS {
+                return Err(ConnectionError::TooManyFds { count: fds.len() });
+            }
+            if res.bytes == 0 {
+                break;
+            }
+            done += res.bytes;
+        }
+        Ok(done)
+    }
+
+    /// Sends one message: `header`, then `payload` (whose length must be `header.size`), with
+    /// `fds` in the ancillary data of the first part.
+    pub fn send(
+        &self,
+        header: &Header,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), ConnectionError> {
+        if fds.len() > MAX_FDS {
+            return Err(ConnectionError::TooManyFds { count: fds.len() });
+        }
+        let head = header.to_bytes();
+        let total = HEADER_SIZE + payload.len();
+        let mut sent = 0;
+        while sent < total {
+            let (h, p) = match head.get(sent..) {
+                Some(h) => (h, payload),
+                None => (
+                    &[][..],
+                    payload.get(sent - HEADER_SIZE..).unwrap_or_default(),
+                ),
+            };
+            let iov = [IoSlice::new(h), IoSlice::new(p)];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if sent == 0 && !fds.is_empty() {
+                control.push(SendAncillaryMessage::ScmRights(fds));
+            }
+            match sendmsg(&self.stream, &iov, &mut control, SendFlags::NOSIGNAL) {
+                Ok(0) => {
+                    return Err(ConnectionError::Io {
+                        errno: Errno::PIPE.raw_os_error(),
+                    })
+                }
+                Ok(n) => sent += n,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
