@@ -80,6 +80,8 @@ spec_error! {
     pub enum SpecError {
         /// a byte view is invalid
         View { source: ViewError },
+        /// a device status write breaks the initialisation sequence
+        Status { source: crate::status::StatusError },
         /// feature negotiation failed
         Negotiation { source: crate::negotiation::NegotiationError },
     }
@@ -88,6 +90,12 @@ spec_error! {
 impl From<ViewError> for SpecError {
     fn from(source: ViewError) -> Self {
         SpecError::View { source }
+    }
+}
+
+impl From<crate::status::StatusError> for SpecError {
+    fn from(source: crate::status::StatusError) -> Self {
+        SpecError::Status { source }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod features;
 pub mod negotiation;
 pub mod split;
+pub mod status;
 
 pub use device_id::{DeviceId, DeviceType};
 pub use error::{SpecError, ViewError};
