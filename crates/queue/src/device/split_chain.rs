@@ -1,0 +1,234 @@
+//! Walking a split-ring descriptor chain (virtio 1.2 §2.7.5), lazily and with every rule checked.
+//!
+//! Bounds that make the walk terminate whatever the driver writes: at most `size` descriptors
+//! of the descriptor table (the indirect descriptor included) and at most the entry count of the
+//! one indirect table (virtio 1.2 §2.7.5.2: no loops; §2.7.5.3.1). Every `next` is below its
+//! table's size, so every descriptor read is in bounds.
+
+use core::cell::Cell;
+use core::fmt;
+
+use vireo_memory::{GuestMemory, SharedSlice};
+use vireo_spec::split::{desc, MAX_QUEUE_SIZE};
+
+use super::{DeviceQueueError, Direction, RingArea, Segment, Violation};
+use crate::ordering;
+
+/// Largest total length of a chain's buffers (virtio 1.2 §2.7.5.2: "MUST NOT add a descriptor
+/// chain longer than 2^32 bytes in total").
+const MAX_CHAIN_BYTES: u64 = 1 << 32;
+
+/// One descriptor as read (once) from shared memory.
+#[derive(Debug, Clone, Copy)]
+struct Desc {
+    addr: u64,
+    len: u32,
+    flags: u16,
+    next: u16,
+}
+
+impl Desc {
+    fn has(&self, flag: u16) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// The reader state of one split chain. Wrapped by [`super::ChainReader`].
+pub(crate) struct SplitChain<'q, 'm, M> {
+    mem: &'m M,
+    /// The queue's descriptor table.
+    table: SharedSlice<'q>,
+    /// The indirect table, once the walk has entered one.
+    indirect: Option<SharedSlice<'m>>,
+    /// The queue's latch (see the policy in [`crate::device`]).
+    broken: &'q Cell<Option<Violation>>,
+    indirect_allowed: bool,
+    /// Entries in the current table (queue size, or the indirect table's entries).
+    table_len: u32,
+    /// Descriptors visited in the current table.
+    visited: u32,
+    /// Next descriptor to read in the current table; `None` when the walk is over.
+    pos: Option<u16>,
+    /// An error to yield before anything else (a broken queue, a misused handle).
+    pending: Option<DeviceQueueError>,
+    seen_writable: bool,
+    total_bytes: u64,
+}
+
+impl<M> Clone for SplitChain<'_, '_, M> {
+    fn clone(&self) -> Self {
+        SplitChain { ..*self }
+    }
+}
+
+impl<M> fmt::Debug for SplitChain<'_, '_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SplitChain")
+            .field("in_indirect", &self.indirect.is_some())
+            .field("table_len", &self.table_len)
+            .field("visited", &self.visited)
+            .field("pos", &self.pos)
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
+impl<'q, 'm, M: GuestMemory> SplitChain<'q, 'm, M> {
+    /// A walk starting at descriptor `head` of `table` (`size` entries). `pending`, if given, is
+    /// yielded first and ends the walk.
+    pub(crate) fn new(
+        mem: &'m M,
+        table: SharedSlice<'q>,
+        size: u16,
+        head: u16,
+        broken: &'q Cell<Option<Violation>>,
+        indirect_allowed: bool,
+        pending: Option<DeviceQueueError>,
+    ) -> Self {
+        SplitChain {
+            mem,
+            table,
+            indirect: None,
+            broken,
+            indirect_allowed,
+            table_len: u32::from(size),
+            visited: 0,
+            pos: Some(head),
+            pending,
+            seen_writable: false,
+            total_bytes: 0,
+        }
+    }
+
+    /// Latches the queue broken and returns the error for this first sighting.
+    fn violation(&self, v: Violation) -> DeviceQueueError {
+        if self.broken.get().is_none() {
+            self.broken.set(Some(v));
+        }
+        DeviceQueueError::Violation(v)
+    }
+
+    /// Reads descriptor `idx` of the current table, counting it against the table's bound.
+    fn read(&mut self, idx: u16) -> Result<Desc, DeviceQueueError> {
+        if self.visited >= self.table_len {
+            return Err(self.violation(Violation::ChainTooLong {
+                limit: self.table_len,
+            }));
+        }
+        self.visited += 1;
+        let table = match self.indirect {
+            Some(t) => t,
+            None => self.table,
+        };
+        let off = usize::from(idx) * desc::SIZE;
+        // In bounds (idx < table_len), so this cannot fail; kept typed all the same.
+        let mem_err = |source| DeviceQueueError::Memory {
+            area: RingArea::DescriptorTable,
+            source,
+        };
+        // Field loads: ordered after the CONSUME load of avail.idx that published the chain.
+        Ok(Desc {
+            addr: table
+                .load_u64(off + desc::ADDR, ordering::FIELD)
+                .map_err(mem_err)?,
+            len: table
+                .load_u32(off + desc::LEN, ordering::FIELD)
+                .map_err(mem_err)?,
+            flags: table
+                .load_u16(off + desc::FLAGS, ordering::FIELD)
+                .map_err(mem_err)?,
+            next: table
+                .load_u16(off + desc::NEXT, ordering::FIELD)
+                .map_err(mem_err)?,
+        })
+    }
+
+    /// Switches the walk into the indirect table `d` refers to (virtio 1.2 §2.7.5.3).
+    fn enter_indirect(&mut self, d: &Desc) -> Result<(), DeviceQueueError> {
+        if self.indirect.is_some() {
+            return Err(self.violation(Violation::IndirectInIndirect));
+        }
+        if !self.indirect_allowed {
+            return Err(self.violation(Violation::IndirectNotNegotiated));
+        }
+        if d.has(desc::F_NEXT) {
+            return Err(self.violation(Violation::IndirectWithNext));
+        }
+        let entries = d.len / desc::SIZE as u32;
+        if d.len == 0 || d.len % desc::SIZE as u32 != 0 || entries > u32::from(MAX_QUEUE_SIZE) {
+            return Err(self.violation(Violation::IndirectTableSize { len: d.len }));
+        }
+        // The §2.7.5.3.2 device requirement: ignore VIRTQ_DESC_F_WRITE on this descriptor.
+        let t = match self.mem.translate(d.addr, u64::from(d.len)) {
+            Ok(t) => t,
+            Err(e) => return Err(self.violation(Violation::IndirectTableMemory(e))),
+        };
+        self.indirect = Some(t);
+        self.table_len = entries;
+        self.visited = 0;
+        Ok(())
+    }
+
+    /// Reads and validates the descriptor at `idx`, entering an indirect table if it is one.
+    fn step(&mut self, idx: u16) -> Result<Segment<'m>, DeviceQueueError> {
+        let mut d = self.read(idx)?;
+        if d.has(desc::F_INDIRECT) {
+            self.enter_indirect(&d)?;
+            d = self.read(0)?;
+            if d.has(desc::F_INDIRECT) {
+                return Err(self.violation(Violation::IndirectInIndirect));
+            }
+        }
+        let direction = if d.has(desc::F_WRITE) {
+            self.seen_writable = true;
+            Direction::DeviceWritable
+        } else if self.seen_writable {
+            return Err(self.violation(Violation::ReadableAfterWritable));
+        } else {
+            Direction::DeviceReadable
+        };
+        self.total_bytes += u64::from(d.len);
+        if self.total_bytes > MAX_CHAIN_BYTES {
+            return Err(self.violation(Violation::ChainTooLarge));
+        }
+        let slice = match self.mem.translate(d.addr, u64::from(d.len)) {
+            Ok(s) => s,
+            Err(e) => return Err(self.violation(Violation::BufferMemory(e))),
+        };
+        self.pos = if !d.has(desc::F_NEXT) {
+            None
+        } else if u32::from(d.next) < self.table_len {
+            Some(d.next)
+        } else {
+            let table_len = self.table_len;
+            return Err(self.violation(Violation::NextOutOfRange {
+                next: d.next,
+                table_len,
+            }));
+        };
+        Ok(Segment {
+            addr: d.addr,
+            slice,
+            direction,
+        })
+    }
+
+    /// The next segment; `None` at the end of the chain or after an error.
+    #[inline]
+    pub(crate) fn next(&mut self) -> Option<Result<Segment<'m>, DeviceQueueError>> {
+        if let Some(e) = self.pending.take() {
+            self.pos = None;
+            return Some(Err(e));
+        }
+        let idx = self.pos?;
+        if let Some(v) = self.broken.get() {
+            self.pos = None;
+            return Some(Err(DeviceQueueError::Broken(v)));
+        }
+        let r = self.step(idx);
+        if r.is_err() {
+            self.pos = None;
+        }
+        Some(r)
+    }
+}
