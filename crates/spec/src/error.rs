@@ -84,6 +84,8 @@ spec_error! {
         Status { source: crate::status::StatusError },
         /// feature negotiation failed
         Negotiation { source: crate::negotiation::NegotiationError },
+        /// a virtqueue layout is invalid
+        Layout { source: crate::layout::LayoutError },
     }
 }
 
@@ -132,5 +134,11 @@ mod tests {
                 got: 15
             })
         );
+    }
+}
+
+impl From<crate::layout::LayoutError> for SpecError {
+    fn from(source: crate::layout::LayoutError) -> Self {
+        SpecError::Layout { source }
     }
 }

@@ -14,9 +14,11 @@ mod bytes;
 pub mod device_id;
 pub mod error;
 pub mod features;
+pub mod layout;
 pub mod negotiation;
 pub mod split;
 pub mod status;
+mod view;
 
 pub use device_id::{DeviceId, DeviceType};
 pub use error::{SpecError, ViewError};

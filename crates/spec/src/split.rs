@@ -4,6 +4,13 @@
 //! the available ring (driver to device, 2-byte aligned) and the used ring (device to driver,
 //! 4-byte aligned). All fields are little-endian.
 
+mod layout;
+mod view;
+
+pub use crate::layout::{LayoutError, RingArea, RingAreas};
+pub use layout::{layout, SplitLayout};
+pub use view::{AvailHeader, DescFlags, Descriptor, SplitDescriptor, SplitUsedElem, UsedElem};
+
 /// Largest queue size a split ring may have (§2.7: "Queue Size ... maximum of 32768").
 pub const MAX_QUEUE_SIZE: u16 = 32768;
 
