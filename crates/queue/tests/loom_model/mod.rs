@@ -1,0 +1,169 @@
+//! Shared pieces of the loom models of the ring protocol (included by each `tests/loom_*.rs`
+//! with `mod loom_model;`).
+//!
+//! Every model is parameterised by the [`Orderings`] each side uses, so the passing tests run
+//! with [`Orderings::SPEC`] (the very values of `vireo_queue::ordering`, which the ring code
+//! uses) and the negative controls run the same model with one ordering weakened.
+#![allow(dead_code)] // each test file uses a different subset
+
+use loom::sync::atomic::{fence, Ordering};
+use vireo_queue::ordering::{CONSUME, FIELD, NOTIFY_FENCE, PUBLISH};
+
+/// The orderings one side of the ring (driver or device) uses at each step.
+#[derive(Debug, Clone, Copy)]
+pub struct Orderings {
+    /// Storing the index or flags that publish entries (`PUBLISH`).
+    pub publish: Ordering,
+    /// Loading the other side's index or flags before reading entries (`CONSUME`).
+    pub consume: Ordering,
+    /// Plain ring fields (`FIELD`).
+    pub field: Ordering,
+    /// The event-suppression fence (`notify_fence()`); `None` models the fence removed.
+    pub notify_fence: Option<Ordering>,
+}
+
+impl Orderings {
+    /// What the ring code uses: `vireo_queue::ordering::{PUBLISH, CONSUME, FIELD, NOTIFY_FENCE}`.
+    pub const SPEC: Orderings = Orderings {
+        publish: PUBLISH,
+        consume: CONSUME,
+        field: FIELD,
+        notify_fence: Some(NOTIFY_FENCE),
+    };
+
+    /// SPEC with the publishing store weakened to `o`.
+    pub const fn publish(o: Ordering) -> Orderings {
+        Orderings {
+            publish: o,
+            ..Orderings::SPEC
+        }
+    }
+
+    /// SPEC with the consuming load weakened to `o`.
+    pub const fn consume(o: Ordering) -> Orderings {
+        Orderings {
+            consume: o,
+            ..Orderings::SPEC
+        }
+    }
+
+    /// SPEC with the notification fence replaced by `o` (`None`: removed).
+    pub const fn fence(o: Option<Ordering>) -> Orderings {
+        Orderings {
+            notify_fence: o,
+            ..Orderings::SPEC
+        }
+    }
+
+    /// The notification fence, as `vireo_queue::ordering::notify_fence()` issues it.
+    pub fn notify_fence(&self) {
+        if let Some(o) = self.notify_fence {
+            fence(o);
+        }
+    }
+}
+
+/// Runs `f` under loom: every interleaving and every value a load may return under the C11
+/// memory model (within `LOOM_MAX_PREEMPTIONS` if set; loom reads it from the environment).
+///
+/// Prints how many executions loom explored (visible with `--nocapture`), so a model that
+/// accidentally stopped exploring shows up.
+pub fn check<F>(f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    loom::model(move || {
+        counter.fetch_add(1, Relaxed);
+        f();
+    });
+    let n = runs.load(Relaxed);
+    eprintln!("loom explored {n} executions");
+    assert!(
+        n > 1,
+        "loom explored a single execution: the model has no concurrency"
+    );
+}
+
+/// Packed ring descriptor flag bits (virtio 1.2 §2.8.1 "Available and Used Ring Wrap Counters").
+pub mod packed {
+    /// `VIRTQ_DESC_F_AVAIL` (bit 7).
+    pub const F_AVAIL: u16 = 1 << 7;
+    /// `VIRTQ_DESC_F_USED` (bit 15).
+    pub const F_USED: u16 = 1 << 15;
+    /// Event suppression `flags` (virtio 1.2 §2.8.10 "Event Suppression Structure Format").
+    pub const EVENT_ENABLE: u16 = 0;
+    /// Notifications disabled.
+    pub const EVENT_DISABLE: u16 = 1;
+    /// Notify when the descriptor at `off_wrap` is made available/used (with EVENT_IDX).
+    pub const EVENT_DESC: u16 = 2;
+    /// Bit 15 of `desc_event_off_wrap` is the wrap counter.
+    pub const OFF_WRAP_SHIFT: u16 = 15;
+
+    /// Flags the driver writes to make a descriptor available in wrap `wrap` (§2.8.1):
+    /// AVAIL equal to the driver's wrap counter, USED its inverse.
+    pub const fn avail_flags(wrap: bool) -> u16 {
+        if wrap {
+            F_AVAIL
+        } else {
+            F_USED
+        }
+    }
+
+    /// Flags the device writes to mark a descriptor used in wrap `wrap`: AVAIL and USED both
+    /// equal to the device's wrap counter.
+    pub const fn used_flags(wrap: bool) -> u16 {
+        if wrap {
+            F_AVAIL | F_USED
+        } else {
+            0
+        }
+    }
+
+    /// Is a descriptor with `flags` available for the device in wrap `wrap`? (§2.8.1)
+    pub const fn is_avail(flags: u16, wrap: bool) -> bool {
+        (flags & F_AVAIL != 0) == wrap && (flags & F_USED != 0) != wrap
+    }
+
+    /// Is a descriptor with `flags` used for the driver in wrap `wrap`? (§2.8.1)
+    pub const fn is_used(flags: u16, wrap: bool) -> bool {
+        (flags & F_AVAIL != 0) == wrap && (flags & F_USED != 0) == wrap
+    }
+
+    /// Does moving from ring position `old` to `new` (the notifier's wrap counter now being
+    /// `wrap`) cross the other side's `off_wrap` event? (§2.8.10; the formula of Linux's
+    /// `virtqueue_kick_prepare_packed` and QEMU's `vring_packed_need_event`).
+    pub const fn need_event(off_wrap: u16, wrap: bool, new: u16, old: u16, size: u16) -> bool {
+        let mut off = off_wrap & !(1 << OFF_WRAP_SHIFT);
+        if (off_wrap >> OFF_WRAP_SHIFT != 0) != wrap {
+            off = off.wrapping_sub(size);
+        }
+        vireo_spec::split::need_event(off, new, old)
+    }
+}
+
+/// Outcomes the model reached over all explored executions (a plain `std` mutex outside loom's
+/// view), so a test can assert that the interesting cases really were explored: a model whose
+/// consumer never sees the producer's entries would pass vacuously.
+#[derive(Debug, Clone, Default)]
+pub struct Coverage(std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<(u16, u16)>>>);
+
+impl Coverage {
+    /// Records that an execution ended in `outcome`.
+    pub fn hit(&self, outcome: (u16, u16)) {
+        self.0.lock().unwrap().insert(outcome);
+    }
+
+    /// Asserts that every outcome in `expected` was reached by some execution.
+    pub fn assert_reached(&self, expected: &[(u16, u16)]) {
+        let seen = self.0.lock().unwrap();
+        for e in expected {
+            assert!(
+                seen.contains(e),
+                "outcome {e:?} never reached; reached: {seen:?}"
+            );
+        }
+    }
+}
