@@ -1,3 +1,6 @@
 //! virtio-blk (virtio 1.2, 5.2 "Block Device"): device side and driver side.
 #![cfg_attr(not(feature = "std"), no_std)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+#[cfg(feature = "std")]
+pub mod storage;
