@@ -16,6 +16,8 @@ pub mod error;
 pub mod features;
 pub mod layout;
 pub mod negotiation;
+pub mod notification;
+pub mod packed;
 pub mod split;
 pub mod status;
 mod view;
