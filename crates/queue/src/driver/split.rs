@@ -1,0 +1,404 @@
+//! Split virtqueue, driver side (virtio 1.2 §2.7): laying the ring out, adding buffers,
+//! publishing them and deciding on notifications. Getting used buffers back, used-buffer
+//! notification suppression and teardown are in [`used`].
+
+mod used;
+
+use alloc::vec::Vec;
+
+use vireo_memory::{MemoryError, SharedArea, SharedSlice};
+use vireo_spec::split::{avail, desc, used as used_ring, MAX_QUEUE_SIZE};
+use vireo_spec::Features;
+
+use super::error::{DeviceViolation, DriverQueueError};
+use super::layout::RingLayout;
+use super::shadow::{InFlight, Shadow};
+use super::{BufferSegment, DriverQueueOptions};
+use crate::ordering::{self, FIELD, PUBLISH};
+use crate::RingAddresses;
+
+/// Whether the driver wants used-buffer notifications (virtio 1.2 §2.7.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UsedNotifications {
+    Enabled,
+    Disabled,
+}
+
+/// The driver side of a split virtqueue, holding a token of type `T` per buffer in flight.
+#[derive(Debug)]
+pub struct SplitDriverQueue<T> {
+    /// The ring memory (descriptor table, available ring, used ring, indirect tables).
+    area: SharedArea,
+    /// Guest address of the area's first byte.
+    guest_addr: u64,
+    size: u16,
+    layout: RingLayout,
+    event_idx: bool,
+    /// Free descriptors and buffers in flight.
+    shadow: Shadow<T>,
+    /// `avail_heads[i % size]`: the head written in available-ring slot `i` (private copy).
+    avail_heads: Vec<u16>,
+    /// Free-running index of the next available-ring slot to fill.
+    avail_next: u16,
+    /// The `avail.idx` last published.
+    avail_published: u16,
+    /// `avail.idx` when `kick_prepare` last decided.
+    avail_decided: u16,
+    /// Buffers published since `kick_prepare` last decided (saturating: only "2^16 or more"
+    /// matters, because `need_event` cannot see further).
+    published_since_decision: u32,
+    /// The `avail.flags` last written.
+    avail_flags: u16,
+    /// Free-running index of the next used element to read.
+    last_used: u16,
+    /// The `used.idx` last read (validated).
+    used_seen: u16,
+    /// The `used_event` last written (EVENT_IDX only).
+    used_event: u16,
+    notifications: UsedNotifications,
+    /// Buffers were detached: the queue must be reset before reuse.
+    detached: bool,
+    /// The device violation that broke the queue.
+    broken: Option<DeviceViolation>,
+}
+
+impl<T> SplitDriverQueue<T> {
+    /// A split queue of `size` descriptors (a power of two up to 32768, virtio 1.2 §2.7) laid
+    /// out in `area`, whose first byte the device sees at `guest_addr`. `area` must hold
+    /// [`super::required_size`] bytes and be 16-byte aligned (on both sides); the ring part of
+    /// it is zeroed. `features` are the negotiated ones (INDIRECT_DESC and EVENT_IDX are used;
+    /// IN_ORDER is not implemented and must not be negotiated).
+    pub fn new(
+        area: SharedArea,
+        guest_addr: u64,
+        size: u16,
+        features: Features,
+        options: DriverQueueOptions,
+    ) -> Result<Self, DriverQueueError> {
+        if !size.is_power_of_two() || size > MAX_QUEUE_SIZE {
+            return Err(DriverQueueError::InvalidSize { size });
+        }
+        let layout = RingLayout::split(size, features, &options);
+        if area.len() < layout.total {
+            return Err(DriverQueueError::AreaTooSmall {
+                needed: layout.total,
+                available: area.len(),
+            });
+        }
+        let total = layout.total as u64;
+        if guest_addr.checked_add(total).is_none() {
+            return Err(DriverQueueError::AddressOverflow {
+                addr: guest_addr,
+                len: total,
+            });
+        }
+        if guest_addr % desc::ALIGN != 0 || (area.slice().as_ptr() as usize) % 16 != 0 {
+            return Err(DriverQueueError::AreaMisaligned { align: desc::ALIGN });
+        }
+        let avail_heads = alloc::vec![0; usize::from(size)];
+        let mut q = SplitDriverQueue {
+            area,
+            guest_addr,
+            size,
+            layout,
+            event_idx: features.has(Features::EVENT_IDX),
+            shadow: Shadow::new(size),
+            avail_heads,
+            avail_next: 0,
+            avail_published: 0,
+            avail_decided: 0,
+            published_since_decision: 0,
+            avail_flags: 0,
+            last_used: 0,
+            used_seen: 0,
+            used_event: 0,
+            notifications: UsedNotifications::Enabled,
+            detached: false,
+            broken: None,
+        };
+        q.zero_ring()?;
+        Ok(q)
+    }
+
+    /// Guest addresses of the descriptor table, available ring and used ring.
+    pub fn addresses(&self) -> RingAddresses {
+        let at = |offset: usize| self.guest_addr.wrapping_add(offset as u64);
+        RingAddresses {
+            desc_table: at(self.layout.desc_table),
+            driver_area: at(self.layout.driver_area),
+            device_area: at(self.layout.device_area),
+        }
+    }
+
+    /// Number of descriptors.
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// Free descriptors.
+    pub fn num_free(&self) -> u16 {
+        self.shadow.num_free()
+    }
+
+    /// Buffers added and not yet returned (by `pop_used` or `detach_unused`).
+    pub fn len_in_flight(&self) -> u16 {
+        self.shadow.len_in_flight()
+    }
+
+    /// True once the device broke a ring rule (until [`Self::reset`]).
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_some()
+    }
+
+    /// Adds a buffer of `readable` segments (device-readable) followed by `writable` segments
+    /// (device-writable, virtio 1.2 §2.7.5.2: writable after readable), with `token` to get back
+    /// when the device has used it. With INDIRECT_DESC and 2 or more segments (up to the indirect
+    /// table length) the buffer takes one descriptor and an indirect table (§2.7.5.3); otherwise
+    /// one descriptor per segment. The head goes into the next available-ring slot
+    /// (§2.7.13.2), but the device does not see it until [`Self::publish`].
+    pub fn add(
+        &mut self,
+        readable: &[BufferSegment],
+        writable: &[BufferSegment],
+        token: T,
+    ) -> Result<(), DriverQueueError> {
+        self.check_usable()?;
+        let count = readable.len().saturating_add(writable.len());
+        let n = match u16::try_from(count) {
+            Ok(0) => return Err(DriverQueueError::EmptyBuffer),
+            Ok(n) if n <= self.size => n,
+            _ => {
+                let max = usize::from(self.size);
+                return Err(DriverQueueError::TooManySegments { count, max });
+            }
+        };
+        for (index, seg) in readable.iter().chain(writable).enumerate() {
+            if seg.len == 0 {
+                return Err(DriverQueueError::ZeroLengthSegment { index });
+            }
+            let len = u64::from(seg.len);
+            if seg.addr.checked_add(len).is_none() {
+                return Err(DriverQueueError::AddressOverflow {
+                    addr: seg.addr,
+                    len,
+                });
+            }
+        }
+        let indirect = n >= 2 && n <= self.layout.indirect_table_len;
+        let needed = if indirect { 1 } else { n };
+        let free = self.shadow.num_free();
+        if needed > free {
+            return Err(DriverQueueError::QueueFull { needed, free });
+        }
+        let segments = readable
+            .iter()
+            .map(|s| (s, 0))
+            .chain(writable.iter().map(|s| (s, desc::F_WRITE)));
+        let written = if indirect {
+            self.write_indirect(segments, n)
+        } else {
+            self.write_direct(segments, n)
+        };
+        let (head, tail) = written.map_err(|e| self.fail(DeviceViolation::Memory(e)))?;
+        let slot = self.avail_next % self.size;
+        let avail_slot = self.layout.driver_area + avail::RING + 2 * usize::from(slot);
+        self.store_u16(avail_slot, head, FIELD)?;
+        if let Some(h) = self.avail_heads.get_mut(usize::from(slot)) {
+            *h = head;
+        }
+        let writable_bytes = writable.iter().map(|s| u64::from(s.len)).sum();
+        let buffer = InFlight {
+            token,
+            tail,
+            count: needed,
+            writable: writable_bytes,
+            published: false,
+        };
+        self.shadow.take(buffer);
+        self.avail_next = self.avail_next.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Writes a direct chain of `n` descriptors off the free list; returns (head, tail).
+    fn write_direct<'s>(
+        &self,
+        segments: impl Iterator<Item = (&'s BufferSegment, u16)>,
+        n: u16,
+    ) -> Result<(u16, u16), MemoryError> {
+        let ring = self.area.slice();
+        let mut head_tail = (0, 0);
+        for (i, ((seg, flags), (index, next))) in
+            (1u16..).zip(segments.zip(self.shadow.peek_chain(n)))
+        {
+            let (flags, next) = if i < n {
+                (flags | desc::F_NEXT, next)
+            } else {
+                (flags, 0)
+            };
+            let offset = self.layout.desc_table + desc::SIZE * usize::from(index);
+            write_desc(&ring, offset, seg.addr, seg.len, flags, next)?;
+            head_tail = (if i == 1 { index } else { head_tail.0 }, index);
+        }
+        Ok(head_tail)
+    }
+
+    /// Writes `n` segments into the indirect table of the next free descriptor, and that
+    /// descriptor pointing at the table (virtio 1.2 §2.7.5.3); returns (head, head).
+    fn write_indirect<'s>(
+        &self,
+        segments: impl Iterator<Item = (&'s BufferSegment, u16)>,
+        n: u16,
+    ) -> Result<(u16, u16), MemoryError> {
+        let ring = self.area.slice();
+        let head = self
+            .shadow
+            .peek_chain(1)
+            .next()
+            .map_or(0, |(index, _)| index);
+        let table = self.layout.indirect_table(head);
+        for (i, (seg, flags)) in (1u16..).zip(segments) {
+            let (flags, next) = if i < n {
+                (flags | desc::F_NEXT, i)
+            } else {
+                (flags, 0)
+            };
+            let offset = table + desc::SIZE * usize::from(i - 1);
+            write_desc(&ring, offset, seg.addr, seg.len, flags, next)?;
+        }
+        let table_addr = self.guest_addr.wrapping_add(table as u64);
+        let table_len = u32::from(n) * desc::SIZE as u32;
+        let offset = self.layout.desc_table + desc::SIZE * usize::from(head);
+        write_desc(&ring, offset, table_addr, table_len, desc::F_INDIRECT, 0)?;
+        Ok((head, head))
+    }
+
+    /// Makes every buffer added so far visible to the device: stores `avail.idx` after the
+    /// descriptors and ring slots (virtio 1.2 §2.7.13.3, ordering::PUBLISH).
+    pub fn publish(&mut self) -> Result<(), DriverQueueError> {
+        self.check_usable()?;
+        if self.avail_published == self.avail_next {
+            return Ok(());
+        }
+        self.store_u16(
+            self.layout.driver_area + avail::IDX,
+            self.avail_next,
+            PUBLISH,
+        )?;
+        let new = self.avail_next.wrapping_sub(self.avail_published);
+        let mut pos = self.avail_published;
+        while pos != self.avail_next {
+            let head = self.avail_heads.get(usize::from(pos % self.size)).copied();
+            if let Some(head) = head {
+                self.shadow.mark_published(head);
+            }
+            pos = pos.wrapping_add(1);
+        }
+        self.published_since_decision = self.published_since_decision.saturating_add(new.into());
+        self.avail_published = self.avail_next;
+        Ok(())
+    }
+
+    /// Publishes, then answers whether the device wants a notification for the buffers
+    /// published since the last answer (Linux's `virtqueue_kick_prepare`; virtio 1.2 §2.7.13.4
+    /// and §2.7.10). A full fence (ordering::notify_fence) separates the publication from reading
+    /// the device's wish, so a device going to sleep either sees the new index or asks for a
+    /// notification. With EVENT_IDX: `vring_need_event(avail_event, new, old)` over the indices
+    /// published since the last answer; otherwise: unless `used.flags` has NO_NOTIFY. `false`
+    /// when nothing was published since the last answer.
+    pub fn kick_prepare(&mut self) -> Result<bool, DriverQueueError> {
+        self.publish()?;
+        ordering::notify_fence();
+        let (old, new) = (self.avail_decided, self.avail_published);
+        let count = self.published_since_decision;
+        self.avail_decided = new;
+        self.published_since_decision = 0;
+        if count == 0 {
+            return Ok(false);
+        }
+        if count > u32::from(u16::MAX) {
+            // 2^16 or more indices since the last answer: need_event cannot tell; notify.
+            return Ok(true);
+        }
+        if self.event_idx {
+            let event = self.load_u16(self.avail_event_offset(), FIELD)?;
+            Ok(vireo_spec::split::need_event(event, new, old))
+        } else {
+            let flags = self.load_u16(self.layout.device_area + used_ring::FLAGS, FIELD)?;
+            Ok(flags & used_ring::F_NO_NOTIFY == 0)
+        }
+    }
+
+    /// Offset of `avail_event` at the end of the used ring.
+    fn avail_event_offset(&self) -> usize {
+        self.layout.device_area + used_ring::avail_event(self.size)
+    }
+
+    /// Offset of `used_event` at the end of the available ring.
+    fn used_event_offset(&self) -> usize {
+        self.layout.driver_area + avail::used_event(self.size)
+    }
+
+    /// Zeroes the ring part of the area.
+    fn zero_ring(&mut self) -> Result<(), DriverQueueError> {
+        let filled = self.area.slice().fill(0, self.layout.total, 0);
+        filled.map_err(|e| DriverQueueError::Device(DeviceViolation::Memory(e)))
+    }
+
+    /// `Err` if the queue is broken or needs a reset.
+    fn check_usable(&self) -> Result<(), DriverQueueError> {
+        match self.broken {
+            Some(v) => Err(DriverQueueError::Broken(v)),
+            None if self.detached => Err(DriverQueueError::NeedsReset),
+            None => Ok(()),
+        }
+    }
+
+    /// Latches the queue broken by `violation`; returns the error to report now.
+    fn fail(&mut self, violation: DeviceViolation) -> DriverQueueError {
+        self.broken = Some(violation);
+        DriverQueueError::Device(violation)
+    }
+
+    fn ring(&self) -> SharedSlice<'_> {
+        self.area.slice()
+    }
+
+    fn load_u16(
+        &mut self,
+        offset: usize,
+        order: core::sync::atomic::Ordering,
+    ) -> Result<u16, DriverQueueError> {
+        let r = self.ring().load_u16(offset, order);
+        r.map_err(|e| self.fail(DeviceViolation::Memory(e)))
+    }
+
+    fn load_u32(&mut self, offset: usize) -> Result<u32, DriverQueueError> {
+        let r = self.ring().load_u32(offset, FIELD);
+        r.map_err(|e| self.fail(DeviceViolation::Memory(e)))
+    }
+
+    fn store_u16(
+        &mut self,
+        offset: usize,
+        value: u16,
+        order: core::sync::atomic::Ordering,
+    ) -> Result<(), DriverQueueError> {
+        let r = self.ring().store_u16(offset, value, order);
+        r.map_err(|e| self.fail(DeviceViolation::Memory(e)))
+    }
+}
+
+/// Writes one descriptor (virtio 1.2 §2.7.5) at `offset` of `ring`.
+fn write_desc(
+    ring: &SharedSlice<'_>,
+    offset: usize,
+    addr: u64,
+    len: u32,
+    flags: u16,
+    next: u16,
+) -> Result<(), MemoryError> {
+    ring.store_u64(offset + desc::ADDR, addr, FIELD)?;
+    ring.store_u32(offset + desc::LEN, len, FIELD)?;
+    ring.store_u16(offset + desc::FLAGS, flags, FIELD)?;
+    ring.store_u16(offset + desc::NEXT, next, FIELD)
+}
