@@ -58,6 +58,10 @@ spec_error! {
     pub enum ViewError {
         /// buffer too short for this structure
         Truncated { needed: usize, got: usize },
+        /// the window reaches past the end of the structure
+        OutOfRange { offset: usize, len: usize, size: usize },
+        /// the driver may not write this part of the structure
+        ReadOnly { offset: usize, len: usize },
     }
 }
 

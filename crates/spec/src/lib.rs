@@ -10,6 +10,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod blk;
 mod bytes;
 pub mod device_id;
 pub mod error;
