@@ -272,6 +272,18 @@ impl SplitFake {
         }
     }
 
+    /// Puts the driver where a resumed queue is (after an earlier life of the queue): the next
+    /// avail position and the used index it has consumed up to, both also stored in the ring.
+    pub fn resume_at(&mut self, next_avail: u16, used_idx: u16) {
+        assert!(self.outstanding.is_empty(), "resume an idle driver only");
+        self.next_avail = next_avail;
+        self.last_used = used_idx;
+        self.ring.set_avail_idx(next_avail);
+        let used = self.ring.at(self.ring.layout.used, 4);
+        used.store_u16(used::IDX, used_idx, ordering::PUBLISH)
+            .unwrap();
+    }
+
     fn fill(&self, b: &BufSpec, addr: u64, seed: u8, seg: usize) {
         let s = self.ring.at(addr, u64::from(b.len));
         let bytes: Vec<u8> = match b.direction {
