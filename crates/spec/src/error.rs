@@ -111,6 +111,12 @@ impl From<crate::negotiation::NegotiationError> for SpecError {
     }
 }
 
+impl From<crate::layout::LayoutError> for SpecError {
+    fn from(source: crate::layout::LayoutError) -> Self {
+        SpecError::Layout { source }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -138,11 +144,5 @@ mod tests {
                 got: 15
             })
         );
-    }
-}
-
-impl From<crate::layout::LayoutError> for SpecError {
-    fn from(source: crate::layout::LayoutError) -> Self {
-        SpecError::Layout { source }
     }
 }

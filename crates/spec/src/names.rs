@@ -18,7 +18,7 @@ pub const DEVICE_INDEPENDENT_NAMES: NameTable = &[
     (27, "VIRTIO_F_ANY_LAYOUT (legacy)"),
     (28, "VIRTIO_F_INDIRECT_DESC"),
     (29, "VIRTIO_F_EVENT_IDX"),
-    (30, "VIRTIO_F_BAD_FEATURE (legacy)"),
+    (30, "UNUSED (legacy, bit 30)"),
     (32, "VIRTIO_F_VERSION_1"),
     (33, "VIRTIO_F_ACCESS_PLATFORM"),
     (34, "VIRTIO_F_RING_PACKED"),
