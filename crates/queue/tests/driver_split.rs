@@ -10,8 +10,8 @@
 
 mod driver_fake;
 
-use driver_fake::split::{RawDesc, SplitFakeDevice};
-use driver_fake::{guest_memory, seg, FakeDevice, SeenSeg, RING_BASE};
+use driver_fake::split::{split_pair, RawDesc};
+use driver_fake::{seg, FakeDevice, SeenSeg, RING_BASE};
 use vireo_memory::OwnedRegion;
 use vireo_queue::driver::{
     required_size, BufferSegment, DriverQueueError, DriverQueueOptions, SplitDriverQueue,
@@ -25,22 +25,10 @@ const NO_INDIRECT: DriverQueueOptions = DriverQueueOptions {
     indirect_table_len: 0,
 };
 
-fn setup(
-    size: u16,
-    features: Features,
-    options: DriverQueueOptions,
-) -> (SplitDriverQueue<u32>, SplitFakeDevice) {
-    let mem = guest_memory(required_size(RingFormat::Split, size, features, &options));
-    let area = mem.regions()[0].area().clone();
-    let q = SplitDriverQueue::new(area, RING_BASE, size, features, options).unwrap();
-    let dev = SplitFakeDevice::new(mem, size, q.addresses(), features);
-    (q, dev)
-}
-
 #[test]
 fn layout_follows_the_alignment_table() {
     // virtio 1.2 §2.7: descriptor table 16-aligned, available ring 2-aligned, used ring 4-aligned.
-    let (q, _) = setup(8, Features::empty(), NO_INDIRECT);
+    let (q, _) = split_pair(8, Features::empty(), NO_INDIRECT);
     assert_eq!(
         q.addresses(),
         RingAddresses {
@@ -113,7 +101,7 @@ fn new_refuses_bad_sizes_and_areas() {
 fn direct_chain_byte_for_byte() {
     // virtio 1.2 §2.7.5: readable first, NEXT on all but the last, WRITE on writable ones;
     // §2.7.13.2: the head goes into the next available-ring slot.
-    let (mut q, dev) = setup(4, Features::empty(), NO_INDIRECT);
+    let (mut q, dev) = split_pair(4, Features::empty(), NO_INDIRECT);
     q.add(&[seg(0x100, 10)], &[seg(0x200, 20), seg(0x300, 30)], 1)
         .unwrap();
     assert_eq!(
@@ -169,7 +157,7 @@ fn indirect_table_byte_for_byte() {
     let opts = DriverQueueOptions {
         indirect_table_len: 4,
     };
-    let (mut q, dev) = setup(4, Features::INDIRECT_DESC, opts);
+    let (mut q, dev) = split_pair(4, Features::INDIRECT_DESC, opts);
     q.add(&[seg(0x10, 1)], &[seg(0x20, 2), seg(0x30, 3)], 7)
         .unwrap();
     assert_eq!(q.num_free(), 3, "an indirect buffer takes one descriptor");
@@ -242,7 +230,7 @@ fn indirect_needs_the_feature() {
     let opts = DriverQueueOptions {
         indirect_table_len: 4,
     };
-    let (mut q, dev) = setup(4, Features::empty(), opts);
+    let (mut q, dev) = split_pair(4, Features::empty(), opts);
     q.add(&[seg(0, 1), seg(1, 1)], &[], 1).unwrap();
     assert_eq!(q.num_free(), 2);
     assert_eq!(dev.desc(0).flags, desc::F_NEXT);
@@ -250,7 +238,7 @@ fn indirect_needs_the_feature() {
 
 #[test]
 fn caller_errors_leave_the_queue_unchanged() {
-    let (mut q, mut dev) = setup(4, Features::empty(), NO_INDIRECT);
+    let (mut q, mut dev) = split_pair(4, Features::empty(), NO_INDIRECT);
     assert_eq!(
         q.add(&[], &[], 0).unwrap_err(),
         DriverQueueError::EmptyBuffer
@@ -281,7 +269,7 @@ fn caller_errors_leave_the_queue_unchanged() {
 
 #[test]
 fn free_list_exhaustion_and_recovery() {
-    let (mut q, mut dev) = setup(4, Features::empty(), NO_INDIRECT);
+    let (mut q, mut dev) = split_pair(4, Features::empty(), NO_INDIRECT);
     q.add(&[seg(0, 8), seg(8, 8)], &[], 1).unwrap();
     q.add(&[seg(16, 8)], &[], 2).unwrap();
     assert_eq!(
@@ -338,7 +326,7 @@ fn free_list_exhaustion_and_recovery() {
 #[test]
 fn a_full_ring_cycles_many_times() {
     // Every descriptor in use, then all returned, 3 * 2^16 / 8 times: indices wrap around.
-    let (mut q, mut dev) = setup(8, Features::INDIRECT_DESC, DriverQueueOptions::default());
+    let (mut q, mut dev) = split_pair(8, Features::INDIRECT_DESC, DriverQueueOptions::default());
     for round in 0..(3 * 65536 / 8) {
         for t in 0..8u32 {
             let writable = [seg(u64::from(t) * 64, 64)];

@@ -9,7 +9,23 @@ use vireo_queue::RingAddresses;
 use vireo_spec::split::{avail, desc, need_event, used};
 use vireo_spec::Features;
 
-use super::{FakeDevice, SeenBuffer, SeenSeg};
+use vireo_queue::driver::{required_size, DriverQueueOptions, SplitDriverQueue};
+use vireo_queue::RingFormat;
+
+use super::{guest_memory, FakeDevice, SeenBuffer, SeenSeg, RING_BASE};
+
+/// A split driver queue at [`RING_BASE`] and a strict fake device on its ring.
+pub fn split_pair(
+    size: u16,
+    features: Features,
+    options: DriverQueueOptions,
+) -> (SplitDriverQueue<u32>, SplitFakeDevice) {
+    let mem = guest_memory(required_size(RingFormat::Split, size, features, &options));
+    let area = mem.regions()[0].area().clone();
+    let q = SplitDriverQueue::new(area, RING_BASE, size, features, options).unwrap();
+    let dev = SplitFakeDevice::new(mem, size, q.addresses(), features);
+    (q, dev)
+}
 
 /// One descriptor as stored in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
