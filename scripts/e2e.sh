@@ -90,7 +90,11 @@ PASSED=0 FAILED=0 FAILED_NAMES=()
 for i in "${!NAMES[@]}"; do
   selected "${NAMES[i]}" || continue
   eval "set -- ${ARGS[i]}"
-  if "$CELL" "$@"; then
+  # in the background so that an interrupt reaches the cell, which then stops what it started
+  "$CELL" "$@" &
+  CELL_PID=$!
+  trap 'kill -TERM $CELL_PID 2>/dev/null; wait $CELL_PID; exit 130' INT TERM
+  if wait "$CELL_PID"; then
     PASSED=$((PASSED + 1))
   else
     FAILED=$((FAILED + 1)); FAILED_NAMES+=("${NAMES[i]}")

@@ -15,7 +15,9 @@
 #   --test T          guest test: boot | blk | fs; default blk
 #   --name NAME       cell name in the PASS/FAIL line and log folder; default <test>-<machine>-<ring>-<N>q
 #   --size MIB        image size; default 128
-#   --timeout S       host-side bound on the guest run (default $VIREO_E2E_TIMEOUT or 120)
+#   --timeout S       host-side bound on the guest run (default $VIREO_E2E_TIMEOUT or 75); the guest's
+#                     own watchdog fires 20 s earlier, and a guest that has not reached its init after
+#                     $VIREO_E2E_BOOT_TIMEOUT s (default 30) is stopped at once
 #   --keep            keep the image file even when the cell passes
 # Prints one line `PASS|FAIL <name> <reason>`; exits 0 on PASS, 1 on FAIL (with the logs' tails).
 # Logs: $VIREO_E2E_LOGS/<name>/ (backend.log, guest.log, qemu.log, host-checks.log).
@@ -78,6 +80,8 @@ finish() {
   exit 1
 }
 
+trap 'fail "interrupted"; finish' INT TERM
+
 # ---- the image: sparse, with a host pattern (4 MiB at 8 MiB) for the guest to read ----
 HOSTPAT_OFF=8 HOSTPAT_LEN=4
 truncate -s "$SIZE" "$IMG"
@@ -108,7 +112,7 @@ DEV=$DEV,num-queues=$QUEUES,packed=$PACKED
 
 # ---- the guest ----
 EXPECT_MQ=$QUEUES; [ "$SMP" -lt "$QUEUES" ] && EXPECT_MQ=$SMP   # virtio_blk uses at most one queue per CPU
-APPEND="console=ttyS0 panic=-1 quiet vireo.test=$TEST vireo.wd=$((E2E_TIMEOUT - 15)) vireo.size=$SIZE"
+APPEND="console=ttyS0 panic=-1 quiet vireo.test=$TEST vireo.wd=$((E2E_TIMEOUT - 20)) vireo.size=$SIZE"
 APPEND="$APPEND vireo.queues=$EXPECT_MQ vireo.hostpat=$HOSTPAT_OFF:$HOSTPAT_LEN:$HOSTPAT_MD5"
 APPEND="$APPEND vireo.guestpat=16:4 vireo.par=32:4"
 if [ "$MACHINE" = q35 ]; then
@@ -125,6 +129,16 @@ QEMU=(qemu-system-x86_64 -accel tcg "${MACH[@]}" -m 256M -smp "$SMP" -nodefaults
 echo "qemu: ${QEMU[*]}" >>"$HLOG"
 e2e_spawn "$DIR/qemu.log" timeout -k 5 "$E2E_TIMEOUT" "${QEMU[@]}"
 QEMU_PID=$E2E_LAST_PID
+# fail fast when the guest does not even reach its init (e.g. a backend that never answers QEMU)
+for ((i = 0; i < E2E_BOOT_TIMEOUT * 10; i++)); do
+  kill -0 "$QEMU_PID" 2>/dev/null || break
+  grep -qa '@@INIT-START' "$DIR/guest.log" 2>/dev/null && break
+  sleep 0.1
+done
+if kill -0 "$QEMU_PID" 2>/dev/null && ! grep -qa '@@INIT-START' "$DIR/guest.log" 2>/dev/null; then
+  fail "guest did not reach its init in ${E2E_BOOT_TIMEOUT}s"
+  e2e_stop "$QEMU_PID" 2
+fi
 wait "$QEMU_PID"; QRC=$?
 # the backend flushes and exits; then the image is ours to read
 [ -n "${BACKEND_PID:-}" ] && e2e_stop "$BACKEND_PID" 5
@@ -132,7 +146,7 @@ GLOG=$DIR/guest.log
 touch "$GLOG"
 
 # ---- checks: the guest's own verdict ----
-[ "$QRC" = 0 ] || fail "qemu exit status $QRC$([ "$QRC" = 124 ] && echo " (timeout ${E2E_TIMEOUT}s)")"
+[ "$QRC" = 0 ] || [ ${#FAILS[@]} -gt 0 ] || fail "qemu exit status $QRC$([ "$QRC" = 124 ] && echo " (timeout ${E2E_TIMEOUT}s)")"
 grep -q '@@WATCHDOG' "$GLOG" && fail "guest watchdog fired"
 DONE=$(grep -a '@@DONE' "$GLOG" | tail -1)
 if [ -z "$DONE" ]; then
