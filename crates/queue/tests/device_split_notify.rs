@@ -240,7 +240,7 @@ proptest! {
     #[test]
     fn event_idx_decisions_match_the_model(
         start in any::<u16>(),
-        steps in prop::collection::vec((0u16..4, 0u16..6), 1..40),
+        steps in prop::collection::vec((0u16..4, 0u16..9), 1..40),
     ) {
         let mut drv = SplitFake::new(4, Features::EVENT_IDX);
         drv.resume_at(0, start);
@@ -248,12 +248,13 @@ proptest! {
         let mut q = SplitDeviceQueue::new(drv.mem(), &drv.config(), state).unwrap();
         let mut used_idx = start;
         let mut last_decision: Option<u16> = None;
-        for (batch, event_ahead) in steps {
+        for (batch, event_offset) in steps {
             for _ in 0..batch {
                 drv.add(&one_writable(), 0).unwrap();
             }
             drv.publish();
-            let event = used_idx.wrapping_add(event_ahead);
+            // From 3 entries behind the used index to 5 ahead of it.
+            let event = used_idx.wrapping_add(event_offset).wrapping_sub(3);
             drv.ring.set_used_event(event);
             for c in pop_all(&mut q) {
                 q.add_used(&c, 0).unwrap();
