@@ -391,3 +391,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_files_and_block_devices_are_images() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let opts = FileOptions {
+        access: Access::ReadOnly,
+        ..FileOptions::default()
+    };
+    assert!(matches!(
+        FileDisk::open(dir.path(), &opts),
+        Err(StorageError::Io {
+            errno: libc::EINVAL,
+            ..
+        })
+    ));
+    assert!(matches!(
+        FileDisk::open(dir.path().join("missing"), &opts),
+        Err(StorageError::Io {
+            errno: libc::ENOENT,
+            ..
+        })
+    ));
+}

@@ -55,9 +55,12 @@ fn read_guest(mem: &GuestMemoryMap) -> Vec<u8> {
     v
 }
 
+/// The completions of one batch, by token.
+type Batch = BTreeMap<u64, Result<(), StorageError>>;
+
 /// Reaps until nothing is in flight; returns the completions by token (a token seen twice
 /// fails the test).
-fn drain(q: &mut IoQueue<'_>) -> BTreeMap<u64, Result<(), StorageError>> {
+fn drain(q: &mut IoQueue<'_>) -> Batch {
     let mut seen = BTreeMap::new();
     while q.in_flight() > 0 {
         let n = q
@@ -119,11 +122,7 @@ fn workload(
     disk: &dyn Storage,
     backend: IoBackend,
     batches: usize,
-) -> (
-    Vec<BTreeMap<u64, Result<(), StorageError>>>,
-    Vec<u8>,
-    ActiveBackend,
-) {
+) -> (Vec<Batch>, Vec<u8>, ActiveBackend) {
     let mem = guest();
     let init = pattern(99, GUEST_LEN);
     mem.translate(GUEST_BASE, GUEST_LEN as u64)
@@ -458,4 +457,54 @@ fn uring_is_used_where_the_kernel_allows_it() {
     let disk = FileDisk::open(tmp.path(), &FileOptions::default()).unwrap();
     let active = IoQueue::scope(&disk, options(4, IoBackend::Auto), |q| q.backend()).unwrap();
     assert_eq!(active, ActiveBackend::Uring);
+}
+
+#[test]
+fn the_completion_fd_signals_finished_requests() {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let data = pattern(4, DISK);
+    let tmp = image(&data);
+    let disk = FileDisk::open(tmp.path(), &FileOptions::default()).unwrap();
+    let mem = guest();
+    let buf = [mem.translate(GUEST_BASE, 8192).unwrap()];
+    IoQueue::scope(&disk, options(4, IoBackend::Auto), |q| {
+        let Some(fd) = q.completion_fd().map(|f| f.try_clone_to_owned().unwrap()) else {
+            assert_eq!(q.backend(), ActiveBackend::Synchronous);
+            return;
+        };
+        let readable = |timeout: i64| {
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            let t = Timespec {
+                tv_sec: timeout,
+                tv_nsec: 0,
+            };
+            poll(&mut fds, Some(&t)).unwrap() == 1
+        };
+        assert!(!readable(0));
+        q.submit(
+            42,
+            IoRequest::Read {
+                offset: 8192,
+                bufs: &buf,
+            },
+        )
+        .unwrap();
+        q.commit().unwrap();
+        assert!(readable(10), "no notification within 10 s");
+        q.acknowledge();
+        assert!(!readable(0));
+        let mut seen = Vec::new();
+        q.reap(Wait::NoWait, |c| seen.push(c)).unwrap();
+        assert_eq!(
+            seen,
+            vec![Completion {
+                token: 42,
+                result: Ok(())
+            }]
+        );
+    })
+    .unwrap();
+    let mut got = vec![0; 8192];
+    buf[0].read(0, &mut got).unwrap();
+    assert!(got == data[8192..16_384]);
 }

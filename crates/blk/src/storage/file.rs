@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use rustix::fs::FallocateFlags;
@@ -53,7 +53,8 @@ pub struct FileDisk {
 }
 
 impl FileDisk {
-    /// Opens the image at `path`.
+    /// Opens the image at `path`: a regular file or a block device (anything else is refused
+    /// with `EINVAL`).
     pub fn open(path: impl AsRef<Path>, options: &FileOptions) -> Result<Self, StorageError> {
         let open_err = |e: std::io::Error| StorageError::io(Operation::Open, &e);
         let mut flags = libc::O_CLOEXEC;
@@ -66,9 +67,15 @@ impl FileDisk {
             .custom_flags(flags)
             .open(path)
             .map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        if !(meta.file_type().is_file() || meta.file_type().is_block_device()) {
+            return Err(StorageError::Io {
+                op: Operation::Open,
+                errno: libc::EINVAL,
+            });
+        }
         // Seeking to the end also measures block devices, whose metadata length is 0.
         let size = file.seek(SeekFrom::End(0)).map_err(open_err)?;
-        let meta = file.metadata().map_err(open_err)?;
         let id = options
             .device_id
             .unwrap_or_else(|| device_id_from(&format!("vireo-{:x}-{:x}", meta.dev(), meta.ino())));

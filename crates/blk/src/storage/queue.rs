@@ -205,6 +205,22 @@ impl<'m> IoQueue<'m> {
         self.max_segments
     }
 
+    /// With `io_uring`, an eventfd that becomes readable when completions are posted, for a
+    /// worker that waits on its virtqueue's kick and on completions together (`epoll`); after
+    /// it polls readable, call [`IoQueue::acknowledge`] and then [`IoQueue::reap`] with
+    /// [`Wait::NoWait`]. `None` on the synchronous path, where completions are ready as soon
+    /// as [`IoQueue::submit`] returns.
+    pub fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.ring.as_ref().map(Ring::notify_fd)
+    }
+
+    /// Clears the readiness of [`IoQueue::completion_fd`] (does nothing without one).
+    pub fn acknowledge(&self) {
+        if let Some(ring) = &self.ring {
+            ring.acknowledge();
+        }
+    }
+
     /// Requests submitted whose completion has not been reaped yet.
     pub fn in_flight(&self) -> usize {
         self.ready.len() + self.ring.as_ref().map_or(0, Ring::in_flight)

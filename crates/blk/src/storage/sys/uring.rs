@@ -28,7 +28,7 @@
 //! overflow: a slot has at most one entry in either at a time.
 
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use io_uring::{opcode, types, IoUring, Probe};
 use vireo_memory::SharedSlice;
@@ -109,6 +109,8 @@ const IDLE: Slot = Slot {
 /// An `io_uring` bound to one file for `'m` (see the module docs for the buffer contract).
 pub(crate) struct Ring<'m> {
     ring: IoUring,
+    /// Signalled by the kernel when completions are posted (`IORING_REGISTER_EVENTFD`).
+    notify: OwnedFd,
     fd: BorrowedFd<'m>,
     max_segments: usize,
     /// `depth * max_segments` iovecs: slot `i` owns `i * max_segments ..` (never reallocated).
@@ -153,6 +155,11 @@ impl<'m> Ring<'m> {
         if !codes.iter().all(|&c| probe.is_supported(c)) {
             return Err(libc::ENOSYS);
         }
+        let flags = rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK;
+        let notify = rustix::event::eventfd(0, flags).map_err(|e| e.raw_os_error())?;
+        ring.submitter()
+            .register_eventfd(notify.as_raw_fd())
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOSYS))?;
         let cq = ring.params().cq_entries() as usize;
         let empty = libc::iovec {
             iov_base: core::ptr::null_mut(),
@@ -161,6 +168,7 @@ impl<'m> Ring<'m> {
         let iov_total = depth.checked_mul(max_segments).ok_or(libc::EINVAL)?;
         Ok(Ring {
             ring,
+            notify,
             fd,
             max_segments,
             iovecs: vec![empty; iov_total].into_boxed_slice(),
@@ -169,6 +177,17 @@ impl<'m> Ring<'m> {
             cqes: Vec::with_capacity(cq),
             _mem: PhantomData,
         })
+    }
+
+    /// An eventfd that becomes readable when completions are posted.
+    pub(crate) fn notify_fd(&self) -> BorrowedFd<'_> {
+        self.notify.as_fd()
+    }
+
+    /// Resets the eventfd's counter (it is non-blocking: nothing to read is not an error).
+    pub(crate) fn acknowledge(&self) {
+        let mut counter = [0u8; 8];
+        let _ = rustix::io::read(&self.notify, &mut counter);
     }
 
     /// Requests submitted and not yet reaped.
