@@ -48,7 +48,7 @@ bitflags! {
         const LIFETIME = 1 << 15;
         /// Secure erase command.
         const SECURE_ERASE = 1 << 16;
-        /// Zoned block device (§5.2.6.3).
+        /// Zoned block device (§5.2.3; a newer addition than the other bits).
         const ZONED = 1 << 17;
     }
 }

@@ -31,7 +31,7 @@ bitflags! {
         const NOTIF_CONFIG_DATA = 1 << 39;
         /// Driver can reset a queue individually (§2.6.1, §6).
         const RING_RESET = 1 << 40;
-        /// Device exposes administration virtqueues (virtio 1.3 draft §2.12, §6).
+        /// Device exposes administration virtqueues (virtio 1.3 draft, "Administration Virtqueues", §6).
         const ADMIN_VQ = 1 << 41;
         /// Driver can suspend the device with the SUSPEND status bit (virtio 1.3 draft §3.4).
         const SUSPEND = 1 << 43;

@@ -1,5 +1,5 @@
 //! `struct virtio_blk_config` (virtio 1.2 §5.2.4 "Device configuration layout", with the
-//! secure-erase fields of 1.2 and the zoned characteristics of §5.2.4 / 1.3 draft).
+//! secure-erase and zoned fields added after virtio 1.1).
 //!
 //! Offsets (bytes): capacity 0, size_max 8, seg_max 12, geometry 16 (cylinders le16, heads u8,
 //! sectors u8), blk_size 20, topology 24 (physical_block_exp u8, alignment_offset u8,
