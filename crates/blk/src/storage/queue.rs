@@ -84,7 +84,8 @@ pub enum IoRequest<'m, 'b> {
         /// Source buffers, in order.
         bufs: &'b [SharedSlice<'m>],
     },
-    /// Make completed writes durable (`VIRTIO_BLK_T_FLUSH`).
+    /// Make completed writes durable (`VIRTIO_BLK_T_FLUSH`): those whose completion was
+    /// reaped before the flush was submitted (requests in flight are not ordered).
     Flush,
     /// Discard a range (`VIRTIO_BLK_T_DISCARD`).
     Discard {

@@ -341,6 +341,9 @@ impl<'m> Ring<'m> {
     /// Hands queued entries to the kernel (one `io_uring_enter`). A busy kernel (`EAGAIN`,
     /// `EBUSY`, `EINTR`) leaves them queued for the next call.
     pub(crate) fn submit(&mut self) -> Result<(), StorageError> {
+        if self.ring.submission().is_empty() {
+            return Ok(()); // no system call when there is nothing to hand over
+        }
         match self.ring.submit() {
             Ok(_) => Ok(()),
             Err(e) if transient(&e) => Ok(()),
