@@ -225,3 +225,93 @@ impl Connection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::message::{Payload, Request, VringState};
+    use std::io::Write;
+
+    fn pair() -> (Connection, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Connection::new(a), b)
+    }
+
+    #[test]
+    fn message_split_across_writes_is_reassembled_with_its_fds() {
+        let (conn, mut peer) = pair();
+        let payload = VringState { index: 1, num: 256 }.to_bytes();
+        let header = Header::request(Request::SET_VRING_NUM, 8, 0).to_bytes();
+        // Header in two pieces, payload byte by byte, an fd on the second piece.
+        peer.write_all(&header[..5]).unwrap();
+        let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+        let side = Connection::new(peer.try_clone().unwrap());
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = [efd.as_fd()];
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        let iov = [IoSlice::new(&header[5..])];
+        sendmsg(side.as_fd(), &iov, &mut control, SendFlags::empty()).unwrap();
+        for b in &payload {
+            peer.write_all(std::slice::from_ref(b)).unwrap();
+        }
+        let m = conn.recv().unwrap().unwrap();
+        assert_eq!(m.header.request, Request::SET_VRING_NUM as u32);
+        assert_eq!(
+            VringState::parse(&m.payload).unwrap(),
+            VringState { index: 1, num: 256 }
+        );
+        assert_eq!(m.fds.len(), 1);
+    }
+
+    #[test]
+    fn eof_between_messages_and_inside_one() {
+        let (conn, peer) = pair();
+        drop(peer);
+        assert!(conn.recv().unwrap().is_none());
+
+        let (conn, mut peer) = pair();
+        peer.write_all(&Header::request(Request::SET_FEATURES, 8, 0).to_bytes())
+            .unwrap();
+        peer.write_all(&[0; 3]).unwrap();
+        drop(peer);
+        assert_eq!(
+            conn.recv().unwrap_err(),
+            ConnectionError::Truncated {
+                got: HEADER_SIZE + 3,
+                expected: HEADER_SIZE + 8
+            }
+        );
+
+        let (conn, mut peer) = pair();
+        peer.write_all(&[1, 0, 0]).unwrap();
+        drop(peer);
+        assert!(matches!(
+            conn.recv(),
+            Err(ConnectionError::Truncated { got: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn send_and_recv_round_trip_with_fds() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (a, b) = (Connection::new(a), Connection::new(b));
+        let efds: Vec<_> = (0..MAX_FDS)
+            .map(|_| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap())
+            .collect();
+        let borrowed: Vec<_> = efds.iter().map(|f| f.as_fd()).collect();
+        let header = Header::request(Request::SET_MEM_TABLE, 4, 0);
+        a.send(&header, &[1, 2, 3, 4], &borrowed).unwrap();
+        let m = b.recv().unwrap().unwrap();
+        assert_eq!(
+            (m.header, m.payload.as_slice(), m.fds.len()),
+            (header, &[1, 2, 3, 4][..], 8)
+        );
+        let nine: Vec<_> = borrowed.iter().chain(borrowed.first()).copied().collect();
+        assert_eq!(
+            a.send(&header, &[0; 4], &nine),
+            Err(ConnectionError::TooManyFds { count: 9 })
+        );
+    }
+}

@@ -6,7 +6,7 @@
 //! reports DEVICE_NEEDS_RESET) and the error eventfd, if any, is signalled. Other queues keep
 //! working.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -210,10 +210,12 @@ impl Run {
         };
         let polling = matches!((&self.kick, what), (Kick::Polling, WaitFor::KickOrStop));
         loop {
-            let mut fds = vec![PollFd::new(&self.stop, PollFlags::IN)];
-            if let Some(k) = &kick {
-                fds.push(PollFd::from_borrowed_fd(k.as_fd(), PollFlags::IN));
-            }
+            // Without a kick fd the stop fd is watched twice (no allocation per wake-up).
+            let watched = kick.as_deref().unwrap_or(&self.stop);
+            let mut fds = [
+                PollFd::new(&*self.stop, PollFlags::IN),
+                PollFd::new(watched, PollFlags::IN),
+            ];
             let timeout = polling.then_some(&POLL_INTERVAL);
             match poll(&mut fds, timeout) {
                 Ok(0) if polling => return Wake::Work,

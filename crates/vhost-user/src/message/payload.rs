@@ -449,3 +449,37 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    #![allow(clippy::indexing_slicing)]
+    use super::*;
+    use crate::message::Header;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes: parsing returns a value or an error, never panics, and what parses
+        /// re-emits to the same bytes (exact sizes, no slack).
+        #[test]
+        fn arbitrary_bytes_never_panic_and_round_trip(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(v) = VringState::parse(&bytes) { prop_assert_eq!(v.to_bytes(), bytes.clone()); }
+            if let Ok(v) = VringAddr::parse(&bytes) { prop_assert_eq!(v.to_bytes(), bytes.clone()); }
+            if let Ok(v) = SingleRegion::parse(&bytes) { prop_assert_eq!(v.region, MemoryRegion::parse(&bytes[8..]).unwrap_or_default()); }
+            if let Ok(v) = MemoryTable::parse(&bytes) {
+                prop_assert!(v.regions.len() <= MAX_MEMORY_REGIONS);
+                prop_assert_eq!(v.to_bytes().len(), bytes.len());
+            }
+            if let Ok(v) = ConfigSpace::parse(&bytes) {
+                prop_assert!(v.payload.len() <= MAX_CONFIG_SIZE);
+                prop_assert_eq!(v.to_bytes(), bytes.clone());
+            }
+            let _ = Inflight::parse(&bytes);
+            if let Some(h) = bytes.first_chunk::<12>() {
+                if let Ok(h) = Header::parse(h) {
+                    prop_assert!(h.size as usize <= crate::message::MAX_PAYLOAD);
+                    prop_assert_eq!(h.flags & 3, 1);
+                }
+            }
+        }
+    }
+}
