@@ -41,7 +41,7 @@ GUEST_MODULES="virtio_pci virtio_mmio virtio_blk virtio_net virtio_console ext4"
 INIT_SRC=$ROOT/tests/e2e/guest/init
 
 # ---- 1. Debian packages ------------------------------------------------------------------------
-PKGS="qemu-system-x86 qemu-system-common qemu-utils busybox-static e2fsprogs kmod cpio gzip"
+PKGS="qemu-system-x86 qemu-system-common qemu-utils busybox-static e2fsprogs kmod gzip"
 [ "$WITH_DPDK" = 1 ] && PKGS="$PKGS dpdk"
 [ "$WITH_FIO" = 1 ] && PKGS="$PKGS fio"
 
@@ -56,7 +56,8 @@ missing_pkgs() {
 wait_for_apt() {
   local i
   for i in $(seq 600); do
-    pgrep -x apt-get >/dev/null || pgrep -x apt >/dev/null || pgrep -x dpkg >/dev/null || return 0
+    # (no pgrep: procps is not on every fresh machine)
+    grep -qxE 'apt|apt-get|dpkg|unattended-upgr' /proc/[0-9]*/comm 2>/dev/null || return 0
     [ $((i % 30)) = 1 ] && say "waiting for a running apt/dpkg to finish"
     sleep 1
   done
@@ -116,12 +117,13 @@ MODDIR=$KDIR/root/lib/modules/$KVER
 # ---- 3. The initramfs ---------------------------------------------------------------------------
 [ -f "$INIT_SRC" ] || die "guest init not found: $INIT_SRC"
 MKE2FS=$(command -v mke2fs || true)
+BLKDISCARD=$(command -v blkdiscard || true)
 FIO=""; [ "$WITH_FIO" = 1 ] && FIO=$(command -v fio)
 INITRD=$CACHE/initramfs.cpio.gz
 HASH=$( {
   echo "$KVER $GUEST_MODULES fio=$FIO"
   cat "$INIT_SRC" "$0"
-  md5sum /bin/busybox ${MKE2FS:+"$MKE2FS"} ${FIO:+"$FIO"}
+  md5sum /bin/busybox ${MKE2FS:+"$MKE2FS"} ${BLKDISCARD:+"$BLKDISCARD"} ${FIO:+"$FIO"}
 } | md5sum | cut -d' ' -f1)
 
 # Load order of $GUEST_MODULES with their dependencies first (depth-first over modules.dep).
@@ -177,6 +179,11 @@ if [ "$(cat "$INITRD.hash" 2>/dev/null)" != "$HASH" ] || [ ! -s "$INITRD" ]; the
     copy_with_libs "$MKE2FS" "$W"
     mv "$W$MKE2FS" "$W/usr/sbin/mkfs.ext4.tmp" && mv "$W/usr/sbin/mkfs.ext4.tmp" "$W/usr/sbin/mkfs.ext4"
     [ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$W/etc/"
+  fi
+  # util-linux's blkdiscard has --zeroout (BLKZEROOUT -> WRITE_ZEROES); busybox's has not.
+  if [ -n "$BLKDISCARD" ]; then
+    copy_with_libs "$BLKDISCARD" "$W"
+    mv "$W$BLKDISCARD" "$W/usr/sbin/blkdiscard.util-linux"
   fi
   [ -n "$FIO" ] && copy_with_libs "$FIO" "$W"
   mknod -m 600 "$W/dev/console" c 5 1

@@ -121,7 +121,7 @@ else
   MACH=(-machine microvm,pit=on,pic=on,memory-backend=mem -global virtio-mmio.force-legacy=false)
   APPEND="$APPEND tsc_early_khz=$(e2e_khz)"
 fi
-QEMU=(qemu-system-x86_64 -accel tcg "${MACH[@]}" -m 256M -smp "$SMP" -nodefaults -no-user-config
+QEMU=(qemu-system-x86_64 -accel "$E2E_ACCEL" "${MACH[@]}" -m 256M -smp "$SMP" -nodefaults -no-user-config
   -display none -monitor none -serial "file:$DIR/guest.log" -no-reboot
   -object memory-backend-memfd,id=mem,size=256M,share=on
   "${DRIVE[@]}" -device "$DEV"

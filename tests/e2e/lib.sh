@@ -4,11 +4,13 @@
 #   VIREO_E2E_LOGS     where each cell keeps its logs (default <repo>/target/e2e-logs)
 #   VIREO_E2E_TIMEOUT  host-side bound on one guest run, seconds (default 75)
 #   VIREO_E2E_BOOT_TIMEOUT  seconds for the guest to reach its init (default 30)
+#   VIREO_E2E_ACCEL    QEMU accelerator (default tcg: nested KVM here cannot boot a stock kernel)
 E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 E2E_CACHE=${VIREO_E2E_CACHE:-/var/cache/vireo-e2e}
 E2E_LOGS=${VIREO_E2E_LOGS:-$E2E_ROOT/target/e2e-logs}
 E2E_TIMEOUT=${VIREO_E2E_TIMEOUT:-75}
 E2E_BOOT_TIMEOUT=${VIREO_E2E_BOOT_TIMEOUT:-30}
+E2E_ACCEL=${VIREO_E2E_ACCEL:-tcg}
 E2E_KERNEL=$E2E_CACHE/kernel/vmlinuz
 E2E_INITRD=$E2E_CACHE/initramfs.cpio.gz
 
