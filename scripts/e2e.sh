@@ -3,9 +3,11 @@
 # vhost-user frontend, qemu-storage-daemon as a reference vhost-user-blk backend, and Vireo's own.
 # Installs what it needs first (scripts/peers/setup.sh), then runs the cells one after the other.
 #
-# Usage: scripts/e2e.sh [--list] [--setup-only] [FILTER...]
+# Usage: scripts/e2e.sh [--list] [--setup-only] [--build] [FILTER...]
 #   FILTER      run only the cells whose name contains one of these strings (e.g. `blk-q35`, `fs-`)
 #   --list      print the cell names and exit
+#   --setup-only  install and prepare the peers (scripts/peers/setup.sh), run no cell
+#   --build     build VIREO_BIN first (cargo build --release -p vireo)
 # Environment: VIREO_BIN (default <repo>/target/release/vireo), VIREO_E2E_CACHE, VIREO_E2E_LOGS,
 #   VIREO_E2E_TIMEOUT (see tests/e2e/lib.sh), VIREO_E2E_SETUP_ARGS (extra options for setup.sh).
 # Prints one PASS/FAIL line per cell, then the summary `N passed, N failed` alone on a line;
@@ -15,16 +17,21 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CELL=$ROOT/tests/e2e/blk-cell.sh
 VIREO_BIN=${VIREO_BIN:-$ROOT/target/release/vireo}
 
-LIST=0 SETUP_ONLY=0 FILTERS=()
+LIST=0 SETUP_ONLY=0 BUILD=0 FILTERS=()
 for a in "$@"; do
   case "$a" in
     --list) LIST=1 ;;
     --setup-only) SETUP_ONLY=1 ;;
+    --build) BUILD=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "e2e: unknown option $a" >&2; exit 2 ;;
     *) FILTERS+=("$a") ;;
   esac
 done
+
+if [ "$BUILD" = 1 ]; then
+  (cd "$ROOT" && cargo build --release -q -p vireo)
+fi
 
 # ---- the cells: NAMES[i] runs `blk-cell.sh ARGS[i]` ------------------------------------------------
 NAMES=() ARGS=() SKIPS=()
