@@ -137,9 +137,67 @@ impl WrapCounter {
     }
 }
 
+/// Event suppression with VIRTIO_F_EVENT_IDX (§2.8.10, flags `RING_EVENT_FLAGS_DESC`): true if
+/// publishing the `published` entries that end just before ring offset `new` (whose wrap
+/// counter is `new_wrap`) passed the entry the other side asked about in `event_off_wrap`
+/// (offset in bits 0..15, wrap counter in bit 15), i.e. a notification is due.
+///
+/// `published` larger than `queue_size` is treated as `queue_size` (every entry). Wrapping
+/// 16-bit arithmetic, like [`crate::split::need_event`]; never panics.
+pub const fn need_event(
+    event_off_wrap: u16,
+    new: u16,
+    new_wrap: WrapCounter,
+    published: u16,
+    queue_size: u16,
+) -> bool {
+    let published = if published > queue_size {
+        queue_size
+    } else {
+        published
+    };
+    let mut event = event_off_wrap & event::OFF_MASK;
+    if (event_off_wrap >> 15) != new_wrap.bit() {
+        // The event refers to the previous lap: move it one ring length back.
+        event = event.wrapping_sub(queue_size);
+    }
+    crate::split::need_event(event, new, new.wrapping_sub(published))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn need_event_matches_walking_the_ring(
+            size in 1u16..=64,
+            new_raw in any::<u16>(),
+            wrap_bit in 0u16..2,
+            published_raw in any::<u16>(),
+            event_raw in any::<u16>(),
+            event_wrap in 0u16..2,
+        ) {
+            let new = new_raw % size;
+            let published = published_raw % (size + 1);
+            let event_off = event_raw % size;
+            let new_wrap = WrapCounter::from_bit(wrap_bit);
+            // Reference: walk back from `new` over the published entries.
+            let (mut off, mut wrap) = (new, new_wrap);
+            let mut hit = false;
+            for _ in 0..published {
+                if off == 0 {
+                    off = size;
+                    wrap = wrap.toggled();
+                }
+                off -= 1;
+                hit |= off == event_off && wrap.bit() == event_wrap;
+            }
+            let off_wrap = event_off | (event_wrap << 15);
+            prop_assert_eq!(need_event(off_wrap, new, new_wrap, published, size), hit);
+        }
+    }
 
     #[test]
     fn avail_and_used_flags_follow_the_wrap_counter() {
