@@ -465,3 +465,43 @@ fn indices_wrap_around() {
     }
     assert_eq!(q.state().next_avail, (70_000u32 % 65_536) as u16);
 }
+
+/// The format-independent face delegates every call to the split queue.
+#[test]
+fn the_enum_delegates_to_the_split_queue() {
+    let mut drv = SplitFake::new(4, Features::EVENT_IDX);
+    let mut q = DeviceQueue::new(drv.mem(), &drv.config(), DeviceQueueState::default()).unwrap();
+    assert_eq!(q.size(), 4);
+    assert!(!q.enable_kicks().unwrap());
+    q.disable_kicks().unwrap();
+    let added = drv
+        .add(
+            &ChainSpec {
+                direct: vec![rd(2), wr(2)],
+                indirect: None,
+            },
+            3,
+        )
+        .unwrap();
+    drv.publish();
+    let c = q.pop().unwrap().unwrap();
+    assert_eq!(c.id(), added.id);
+    assert_eq!(q.chain(&c, drv.mem()).totals().unwrap().writable_bytes, 2);
+    q.add_used(&c, 1).unwrap();
+    assert_eq!(drv.ring.used_idx(), 0);
+    q.publish_used().unwrap();
+    assert!(q.needs_notification().unwrap());
+    assert_eq!(
+        q.state(),
+        DeviceQueueState {
+            next_avail: 1,
+            next_used: 1
+        }
+    );
+    assert!(!q.is_broken() && q.broken_by().is_none());
+    assert_eq!(drv.reap().map(|r| (r.id, r.len)), Some((added.id, 1)));
+    assert_eq!(
+        q.push_used(&c, 0),
+        Err(DeviceQueueError::ChainNotInFlight { head: c.id() })
+    );
+}
