@@ -55,6 +55,8 @@ pub struct SplitDriverQueue<T> {
     used_seen: u16,
     /// The `used_event` last written (EVENT_IDX only).
     used_event: u16,
+    /// A full fence followed the last write of `used_event`.
+    used_event_fenced: bool,
     notifications: UsedNotifications,
     /// Buffers were detached: the queue must be reset before reuse.
     detached: bool,
@@ -112,6 +114,7 @@ impl<T> SplitDriverQueue<T> {
             last_used: 0,
             used_seen: 0,
             used_event: 0,
+            used_event_fenced: true,
             notifications: UsedNotifications::Enabled,
             detached: false,
             broken: None,

@@ -16,8 +16,11 @@ impl<T> SplitDriverQueue<T> {
     /// length is at most the buffer's device-writable bytes, and `used.idx` never runs further
     /// ahead than the buffers in flight. A violation latches the queue broken.
     ///
-    /// With EVENT_IDX and notifications enabled, `used_event` is moved to the next element before
-    /// `used.idx` is read again (§2.7.7), so the device notifies when it uses more.
+    /// With EVENT_IDX and notifications enabled, `used_event` follows the next element to read
+    /// (§2.7.7), so the device notifies when it uses more; before `used.idx` is read again a full
+    /// fence orders that store before the read (once per batch, not per buffer). To wait for a
+    /// notification safely, call this until `Ok(None)` (or [`Self::enable_used_notifications`]
+    /// until it answers `false`) first.
     pub fn pop_used(&mut self) -> Result<Option<UsedBuffer<T>>, DriverQueueError> {
         self.check_usable()?;
         if self.last_used == self.used_seen {
@@ -53,6 +56,9 @@ impl<T> SplitDriverQueue<T> {
             return Err(self.fail(DeviceViolation::UsedIdNotInFlight { id }));
         };
         self.last_used = self.last_used.wrapping_add(1);
+        if self.event_idx && self.notifications == UsedNotifications::Enabled {
+            self.write_used_event(self.last_used)?;
+        }
         Ok(Some(UsedBuffer {
             token: buffer.token,
             written,
@@ -63,12 +69,14 @@ impl<T> SplitDriverQueue<T> {
     /// notify at the next element) and checks it is not further ahead than the buffers in
     /// flight.
     fn refresh_used(&mut self) -> Result<(), DriverQueueError> {
-        if self.event_idx
-            && self.notifications == UsedNotifications::Enabled
-            && self.used_event != self.last_used
-        {
-            self.write_used_event(self.last_used)?;
-            ordering::notify_fence();
+        if self.event_idx && self.notifications == UsedNotifications::Enabled {
+            if self.used_event != self.last_used {
+                self.write_used_event(self.last_used)?;
+            }
+            if !self.used_event_fenced {
+                ordering::notify_fence();
+                self.used_event_fenced = true;
+            }
         }
         let used_idx = self.load_u16(self.layout.device_area + used_ring::IDX, CONSUME)?;
         let ahead = used_idx.wrapping_sub(self.last_used);
@@ -89,6 +97,7 @@ impl<T> SplitDriverQueue<T> {
     fn write_used_event(&mut self, value: u16) -> Result<(), DriverQueueError> {
         self.store_u16(self.used_event_offset(), value, FIELD)?;
         self.used_event = value;
+        self.used_event_fenced = false;
         Ok(())
     }
 
@@ -159,6 +168,7 @@ impl<T> SplitDriverQueue<T> {
         self.last_used = 0;
         self.used_seen = 0;
         self.used_event = 0;
+        self.used_event_fenced = true;
         self.notifications = UsedNotifications::Enabled;
         self.detached = false;
         self.broken = None;
