@@ -414,3 +414,23 @@ fn only_files_and_block_devices_are_images() {
         })
     ));
 }
+
+#[test]
+fn hundreds_of_segments_round_trip() {
+    // More buffers than one preadv/pwritev call takes (64 here; IOV_MAX is 1024).
+    let mem = guest();
+    for (disk, _tmp) in backends() {
+        let sizes: Vec<usize> = (0..300).map(|i| 1 + (i * 37) % 200).collect();
+        let total: usize = sizes.iter().sum();
+        let data = pattern(11, total);
+        let src = segments(&mem, GUEST_BASE, &sizes);
+        scatter(&src, &data);
+        disk.write_at(512, &src).unwrap();
+        let back = segments(&mem, GUEST_BASE + 128 * 1024, &[total]);
+        disk.read_at(512, &back).unwrap();
+        assert!(gather(&back) == data, "{disk:?}");
+        let many = segments(&mem, GUEST_BASE + 128 * 1024, &sizes);
+        disk.read_at(512, &many).unwrap();
+        assert!(gather(&many) == data, "{disk:?}");
+    }
+}

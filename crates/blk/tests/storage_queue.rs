@@ -508,3 +508,52 @@ fn the_completion_fd_signals_finished_requests() {
     buf[0].read(0, &mut got).unwrap();
     assert!(got == data[8192..16_384]);
 }
+
+#[test]
+fn one_disk_serves_several_queues_on_several_threads() {
+    let tmp = image(&vec![0; DISK]);
+    let disk = FileDisk::open(tmp.path(), &FileOptions::default()).unwrap();
+    let mem = guest();
+    let expect = pattern(6, DISK);
+    mem.translate(GUEST_BASE, DISK as u64)
+        .unwrap()
+        .write(0, &expect)
+        .unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (disk, mem) = (&disk, &mem);
+            s.spawn(move || {
+                // Thread t writes quarter t, 4 KiB per request, 16 in flight.
+                let quarter = DISK as u64 / 4;
+                let bufs: Vec<_> = (0..quarter / 4096)
+                    .map(|i| {
+                        [mem.translate(GUEST_BASE + t * quarter + i * 4096, 4096)
+                            .unwrap()]
+                    })
+                    .collect();
+                IoQueue::scope(disk, options(16, IoBackend::Auto), |q| {
+                    let mut done = 0;
+                    for (i, b) in bufs.iter().enumerate() {
+                        let offset = t * quarter + i as u64 * 4096;
+                        if q.in_flight() == q.depth() {
+                            done += q
+                                .reap(Wait::AtLeastOne, |c| assert_eq!(c.result, Ok(())))
+                                .unwrap();
+                        }
+                        q.submit(i as u64, IoRequest::Write { offset, bufs: b })
+                            .unwrap();
+                    }
+                    done += drain(q).len();
+                    // A flush covers the writes completed before it (all of them now).
+                    q.submit(u64::MAX, IoRequest::Flush).unwrap();
+                    let flushed = drain(q);
+                    assert_eq!(flushed.get(&u64::MAX), Some(&Ok(())));
+                    done += flushed.len();
+                    assert_eq!(done, bufs.len() + 1);
+                })
+                .unwrap();
+            });
+        }
+    });
+    assert!(std::fs::read(tmp.path()).unwrap() == expect);
+}
