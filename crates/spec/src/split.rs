@@ -9,7 +9,9 @@ mod view;
 
 pub use crate::layout::{LayoutError, RingArea, RingAreas};
 pub use layout::{layout, SplitLayout};
-pub use view::{AvailHeader, DescFlags, Descriptor, SplitDescriptor, SplitUsedElem, UsedElem};
+pub use view::{
+    AvailHeader, DescFlags, Descriptor, SplitDescriptor, SplitUsedElem, UsedElem, UsedHeader,
+};
 
 /// Largest queue size a split ring may have (§2.7: "Queue Size ... maximum of 32768").
 pub const MAX_QUEUE_SIZE: u16 = 32768;

@@ -9,6 +9,30 @@
 //!   the driver feature bits, and answers reads.
 //! - Driver side: [`DriverInit`] (in [`crate::status::driver`]) produces the values to write,
 //!   in order, and checks what it reads back.
+//!
+//! ```
+//! use vireo_spec::{blk, DriverInit, Features, Negotiator, SpecError, StatusMachine};
+//!
+//! # fn main() -> Result<(), SpecError> {
+//! let rules = Negotiator::modern(blk::DEPENDENCIES);
+//! let offered = Features::VERSION_1 | blk::BlkFeatures::FLUSH.to_features();
+//! let mut device = StatusMachine::new(offered, rules);
+//! let mut driver = DriverInit::new();
+//!
+//! device.write_status(driver.reset().bits())?;
+//! device.write_status(driver.acknowledge()?.bits())?;
+//! device.write_status(driver.driver()?.bits())?;
+//! let wants = Features::all() | blk::BlkFeatures::all().to_features();
+//! let accepted = driver.negotiate(device.offered(), wants, &rules)?;
+//! device.write_driver_features(accepted)?;
+//! device.write_status(driver.features_ok()?.bits())?;
+//! driver.confirm_features_ok(device.status())?;
+//! device.write_status(driver.driver_ok()?.bits())?;
+//! assert!(device.is_live());
+//! assert_eq!(device.negotiated(), Some(offered));
+//! # Ok(())
+//! # }
+//! ```
 
 use bitflags::bitflags;
 

@@ -29,6 +29,10 @@ define_view! {
     }
 }
 
+/// The used ring's header has the same layout as the available ring's (`flags` at 0, `idx` at
+/// 2, §2.7.8), so the same view serves both.
+pub type UsedHeader<T> = AvailHeader<T>;
+
 define_view! {
     /// One element of the used ring, `struct virtq_used_elem` (§2.7.8).
     pub struct UsedElem(used::ELEM_SIZE) {
