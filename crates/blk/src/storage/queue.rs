@@ -49,6 +49,9 @@ pub enum ActiveBackend {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueOptions {
     /// Most requests in flight (normally the virtqueue's size); clamped to 1..=32768.
+    ///
+    /// With `io_uring`, the queue preallocates `depth * max_segments` iovecs (16 bytes each):
+    /// choose both from the device's own limits, not from unchecked peer values.
     pub depth: usize,
     /// Most buffers in one read or write (what the device advertises as `seg_max`); clamped to
     /// 1..=1024. Each in-flight slot preallocates this many iovecs.
@@ -273,8 +276,8 @@ impl<'m> IoQueue<'m> {
         }
         let storage = self.storage;
         if let Some(ring) = self.ring.as_mut() {
-            let block = wait == Wait::AtLeastOne && delivered == 0;
-            delivered += ring.reap(block, &mut |c| f(finish(storage, c)))?;
+            let wait = if delivered == 0 { wait } else { Wait::NoWait };
+            delivered += ring.reap(wait, &mut |c| f(finish(storage, c)))?;
         }
         Ok(delivered)
     }

@@ -34,7 +34,7 @@ use io_uring::{opcode, types, IoUring, Probe};
 use vireo_memory::SharedSlice;
 
 use crate::storage::check::Direction;
-use crate::storage::{Operation, StorageError, ZeroesMode};
+use crate::storage::{Operation, StorageError, Wait, ZeroesMode};
 
 /// What a slot is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,12 +351,12 @@ impl<'m> Ring<'m> {
         }
     }
 
-    /// Submits what is queued and passes every finished request to `f`; with `wait`, first
-    /// waits until at least one has finished (unless none is in flight). Short transfers and
+    /// Submits what is queued and passes every finished request to `f`; with
+    /// [`Wait::AtLeastOne`], first waits until at least one has finished (unless none is in flight). Short transfers and
     /// `EINTR`/`EAGAIN` are resubmitted, not reported. Returns how many were passed to `f`.
     pub(crate) fn reap(
         &mut self,
-        wait: bool,
+        wait: Wait,
         f: &mut dyn FnMut(RingCompletion),
     ) -> Result<usize, StorageError> {
         let mut delivered = 0;
@@ -375,7 +375,7 @@ impl<'m> Ring<'m> {
                     f(done);
                 }
             }
-            if delivered > 0 || !wait || self.in_flight() == 0 {
+            if delivered > 0 || wait == Wait::NoWait || self.in_flight() == 0 {
                 self.submit()?;
                 return Ok(delivered);
             }
