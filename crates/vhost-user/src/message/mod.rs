@@ -8,6 +8,7 @@
 mod features;
 mod payload;
 mod request;
+pub mod view;
 
 use core::fmt;
 
@@ -17,6 +18,7 @@ pub use payload::{
     VringFd, VringState, MAX_CONFIG_SIZE, MAX_MEMORY_REGIONS, VRING_F_LOG,
 };
 pub use request::Request;
+use view::HeaderView;
 
 /// Size of the message header in bytes.
 pub const HEADER_SIZE: usize = 12;
@@ -129,11 +131,11 @@ impl Header {
 
     /// Parses and checks a header: version 1, payload size at most [`MAX_PAYLOAD`].
     pub fn parse(bytes: &[u8; HEADER_SIZE]) -> Result<Header, MessageError> {
-        let mut r = Reader::new(bytes);
+        let v = HeaderView::new_unchecked(&bytes[..]);
         let h = Header {
-            request: r.u32()?,
-            flags: r.u32()?,
-            size: r.u32()?,
+            request: v.request(),
+            flags: v.flags(),
+            size: v.size(),
         };
         if h.flags & VERSION_MASK != VERSION {
             return Err(MessageError::BadVersion { flags: h.flags });
@@ -147,10 +149,10 @@ impl Header {
     /// The header's wire bytes.
     pub fn to_bytes(&self) -> [u8; HEADER_SIZE] {
         let mut out = [0u8; HEADER_SIZE];
-        let mut w = Writer::new(&mut out);
-        w.u32(self.request);
-        w.u32(self.flags);
-        w.u32(self.size);
+        let mut v = HeaderView::new_unchecked(&mut out[..]);
+        v.set_request(self.request);
+        v.set_flags(self.flags);
+        v.set_size(self.size);
         out
     }
 
@@ -186,81 +188,14 @@ pub trait Payload: Sized {
 
 impl Payload for u64 {
     fn parse(bytes: &[u8]) -> Result<Self, MessageError> {
-        let mut r = Reader::exact(bytes, 8)?;
-        r.u64()
+        let raw = <[u8; 8]>::try_from(bytes).map_err(|_| MessageError::WrongSize {
+            expected: 8,
+            actual: bytes.len(),
+        })?;
+        Ok(u64::from_ne_bytes(raw))
     }
     fn emit(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_ne_bytes());
-    }
-}
-
-/// Reads native-endian fields from a byte slice, failing (not panicking) when it runs out.
-pub(crate) struct Reader<'a> {
-    bytes: &'a [u8],
-    total: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Reader {
-            bytes,
-            total: bytes.len(),
-        }
-    }
-
-    /// A reader over `bytes`, which must be exactly `expected` long.
-    pub(crate) fn exact(bytes: &'a [u8], expected: usize) -> Result<Self, MessageError> {
-        if bytes.len() != expected {
-            return Err(MessageError::WrongSize {
-                expected,
-                actual: bytes.len(),
-            });
-        }
-        Ok(Self::new(bytes))
-    }
-
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], MessageError> {
-        let (head, rest) = self
-            .bytes
-            .split_first_chunk::<N>()
-            .ok_or(MessageError::WrongSize {
-                expected: self.total + N,
-                actual: self.total,
-            })?;
-        self.bytes = rest;
-        Ok(*head)
-    }
-
-    pub(crate) fn u16(&mut self) -> Result<u16, MessageError> {
-        self.take().map(u16::from_ne_bytes)
-    }
-    pub(crate) fn u32(&mut self) -> Result<u32, MessageError> {
-        self.take().map(u32::from_ne_bytes)
-    }
-    pub(crate) fn u64(&mut self) -> Result<u64, MessageError> {
-        self.take().map(u64::from_ne_bytes)
-    }
-    pub(crate) fn rest(&self) -> &'a [u8] {
-        self.bytes
-    }
-}
-
-/// Writes native-endian fields into a fixed buffer (callers size it exactly).
-struct Writer<'a> {
-    out: &'a mut [u8],
-    pos: usize,
-}
-
-impl<'a> Writer<'a> {
-    fn new(out: &'a mut [u8]) -> Self {
-        Writer { out, pos: 0 }
-    }
-    fn u32(&mut self, v: u32) {
-        let end = self.pos + 4;
-        if let Some(dst) = self.out.get_mut(self.pos..end) {
-            dst.copy_from_slice(&v.to_ne_bytes());
-        }
-        self.pos = end;
     }
 }
 

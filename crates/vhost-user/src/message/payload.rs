@@ -1,6 +1,9 @@
 //! Payloads ("Message Specification", "Payload"): each one parsed from exactly its bytes.
 
-use super::{MessageError, Payload, Reader};
+use super::view::{
+    ConfigView, InflightView, MemoryRegionView, MemoryTableView, VringAddrView, VringStateView,
+};
+use super::{MessageError, Payload};
 
 /// Most regions a `SET_MEM_TABLE` message carries ("Memory regions description":
 /// region0 to region7).
@@ -11,6 +14,25 @@ pub const MAX_CONFIG_SIZE: usize = 256;
 
 /// `flags` bit of a vring address: log used-ring writes ("Migration", `VHOST_VRING_F_LOG`).
 pub const VRING_F_LOG: u32 = 1;
+
+/// Checks that `bytes` is exactly `expected` long.
+fn exact(bytes: &[u8], expected: usize) -> Result<(), MessageError> {
+    if bytes.len() == expected {
+        Ok(())
+    } else {
+        Err(MessageError::WrongSize {
+            expected,
+            actual: bytes.len(),
+        })
+    }
+}
+
+/// Emits a fixed-size structure through its view.
+fn emit_fixed<const N: usize>(out: &mut Vec<u8>, fill: impl FnOnce(&mut [u8])) {
+    let mut buf = [0u8; N];
+    fill(&mut buf);
+    out.extend_from_slice(&buf);
+}
 
 /// "A vring state description": `SET_VRING_NUM`, `SET_VRING_BASE`, `GET_VRING_BASE`,
 /// `SET_VRING_ENABLE`.
@@ -24,15 +46,19 @@ pub struct VringState {
 
 impl Payload for VringState {
     fn parse(bytes: &[u8]) -> Result<Self, MessageError> {
-        let mut r = Reader::exact(bytes, 8)?;
+        exact(bytes, VringStateView::<&[u8]>::SIZE)?;
+        let v = VringStateView::new_checked(bytes)?;
         Ok(VringState {
-            index: r.u32()?,
-            num: r.u32()?,
+            index: v.index(),
+            num: v.num(),
         })
     }
     fn emit(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.index.to_ne_bytes());
-        out.extend_from_slice(&self.num.to_ne_bytes());
+        emit_fixed::<8>(out, |b| {
+            let mut v = VringStateView::new_unchecked(b);
+            v.set_index(self.index);
+            v.set_num(self.num);
+        });
     }
 }
 
@@ -56,22 +82,27 @@ pub struct VringAddr {
 
 impl Payload for VringAddr {
     fn parse(bytes: &[u8]) -> Result<Self, MessageError> {
-        let mut r = Reader::exact(bytes, 40)?;
+        exact(bytes, VringAddrView::<&[u8]>::SIZE)?;
+        let v = VringAddrView::new_checked(bytes)?;
         Ok(VringAddr {
-            index: r.u32()?,
-            flags: r.u32()?,
-            desc: r.u64()?,
-            used: r.u64()?,
-            avail: r.u64()?,
-            log: r.u64()?,
+            index: v.index(),
+            flags: v.flags(),
+            desc: v.desc(),
+            used: v.used(),
+            avail: v.avail(),
+            log: v.log(),
         })
     }
     fn emit(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.index.to_ne_bytes());
-        out.extend_from_slice(&self.flags.to_ne_bytes());
-        for v in [self.desc, self.used, self.avail, self.log] {
-            out.extend_from_slice(&v.to_ne_bytes());
-        }
+        emit_fixed::<40>(out, |b| {
+            let mut v = VringAddrView::new_unchecked(b);
+            v.set_index(self.index);
+            v.set_flags(self.flags);
+            v.set_desc(self.desc);
+            v.set_used(self.used);
+            v.set_avail(self.avail);
+            v.set_log(self.log);
+        });
     }
 }
 
@@ -119,24 +150,31 @@ impl MemoryRegion {
     /// Wire size of one region.
     pub const SIZE: usize = 32;
 
-    fn read(r: &mut Reader<'_>) -> Result<Self, MessageError> {
-        Ok(MemoryRegion {
-            guest_addr: r.u64()?,
-            size: r.u64()?,
-            user_addr: r.u64()?,
-            mmap_offset: r.u64()?,
-        })
+    fn from_view<T: AsRef<[u8]>>(v: &MemoryRegionView<T>) -> Self {
+        MemoryRegion {
+            guest_addr: v.guest_addr(),
+            size: v.size(),
+            user_addr: v.user_addr(),
+            mmap_offset: v.mmap_offset(),
+        }
     }
 }
 
 impl Payload for MemoryRegion {
     fn parse(bytes: &[u8]) -> Result<Self, MessageError> {
-        MemoryRegion::read(&mut Reader::exact(bytes, Self::SIZE)?)
+        exact(bytes, Self::SIZE)?;
+        Ok(MemoryRegion::from_view(&MemoryRegionView::new_checked(
+            bytes,
+        )?))
     }
     fn emit(&self, out: &mut Vec<u8>) {
-        for v in [self.guest_addr, self.size, self.user_addr, self.mmap_offset] {
-            out.extend_from_slice(&v.to_ne_bytes());
-        }
+        emit_fixed::<32>(out, |b| {
+            let mut v = MemoryRegionView::new_unchecked(b);
+            v.set_guest_addr(self.guest_addr);
+            v.set_size(self.size);
+            v.set_user_addr(self.user_addr);
+            v.set_mmap_offset(self.mmap_offset);
+        });
     }
 }
 
@@ -150,25 +188,25 @@ pub struct MemoryTable {
 
 impl Payload for MemoryTable {
     fn parse(bytes: &[u8]) -> Result<Self, MessageError> {
-        let mut r = Reader::new(bytes);
-        let num = r.u32()?;
-        let _padding = r.u32()?;
+        let head = MemoryTableView::new_checked(bytes)?;
+        let num = head.num_regions();
         if num as usize > MAX_MEMORY_REGIONS {
             return Err(MessageError::TooManyRegions { num });
         }
-        let expected = 8 + num as usize * MemoryRegion::SIZE;
-        let mut r = Reader::exact(r.rest(), expected - 8).map_err(|_| MessageError::WrongSize {
-            expected,
-            actual: bytes.len(),
-        })?;
-        let regions = (0..num)
-            .map(|_| MemoryRegion::read(&mut r))
-            .collect::<Result<_, _>>()?;
+        let fixed = MemoryTableView::<&[u8]>::SIZE;
+        exact(bytes, fixed + num as usize * MemoryRegion::SIZE)?;
+        let regions = bytes
+            .get(fixed..)
+            .unwrap_or_default()
+            .chunks_exact(MemoryRegion::SIZE)
+            .map(|c| MemoryRegion::from_view(&MemoryRegionView::new_unchecked(c)))
+            .collect();
         Ok(MemoryTable { regions })
     }
     fn emit(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(self.regions.len() as u32).to_ne_bytes());
-        out.extend_from_slice(&0u32.to_ne_bytes());
+        emit_fixed::<8>(out, |b| {
+            MemoryTableView::new_unchecked(b).set_num_regions(self.regions.len() as u32);
+        });
         for region in &self.regions {
             region.emit(out);
         }
@@ -185,14 +223,12 @@ pub struct SingleRegion {
 
 impl Payload for SingleRegion {
     fn parse(bytes: &[u8]) -> Result<Self, MessageError> {
-        let mut r = Reader::exact(bytes, 8 + MemoryRegion::SIZE)?;
-        let _padding = r.u64()?;
-        Ok(SingleRegion {
-            region: MemoryRegion::read(&mut r)?,
-        })
+        exact(bytes, 8 + MemoryRegion::SIZE)?;
+        let region = MemoryRegion::parse(bytes.get(8..).unwrap_or_default())?;
+        Ok(SingleRegion { region })
     }
     fn emit(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&0u64.to_ne_bytes());
+        out.extend_from_slice(&[0u8; 8]);
         self.region.emit(out);
     }
 }
@@ -241,30 +277,26 @@ pub struct ConfigSpace {
 
 impl Payload for ConfigSpace {
     fn parse(bytes: &[u8]) -> Result<Self, MessageError> {
-        let mut r = Reader::new(bytes);
-        let offset = r.u32()?;
-        let size = r.u32()?;
-        let flags = ConfigAccess::from_u32(r.u32()?);
+        let head = ConfigView::new_checked(bytes)?;
+        let size = head.size();
         if size as usize > MAX_CONFIG_SIZE {
             return Err(MessageError::ConfigTooLarge { size });
         }
-        let payload = r.rest();
-        if payload.len() != size as usize {
-            return Err(MessageError::WrongSize {
-                expected: 12 + size as usize,
-                actual: bytes.len(),
-            });
-        }
+        let fixed = ConfigView::<&[u8]>::SIZE;
+        exact(bytes, fixed + size as usize)?;
         Ok(ConfigSpace {
-            offset,
-            flags,
-            payload: payload.to_vec(),
+            offset: head.offset(),
+            flags: ConfigAccess::from_u32(head.flags()),
+            payload: bytes.get(fixed..).unwrap_or_default().to_vec(),
         })
     }
     fn emit(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.offset.to_ne_bytes());
-        out.extend_from_slice(&(self.payload.len() as u32).to_ne_bytes());
-        out.extend_from_slice(&self.flags.to_u32().to_ne_bytes());
+        emit_fixed::<12>(out, |b| {
+            let mut v = ConfigView::new_unchecked(b);
+            v.set_offset(self.offset);
+            v.set_size(self.payload.len() as u32);
+            v.set_flags(self.flags.to_u32());
+        });
         out.extend_from_slice(&self.payload);
     }
 }
@@ -285,20 +317,23 @@ pub struct Inflight {
 
 impl Payload for Inflight {
     fn parse(bytes: &[u8]) -> Result<Self, MessageError> {
-        let mut r = Reader::exact(bytes, 24)?;
+        exact(bytes, InflightView::<&[u8]>::SIZE)?;
+        let v = InflightView::new_checked(bytes)?;
         Ok(Inflight {
-            mmap_size: r.u64()?,
-            mmap_offset: r.u64()?,
-            num_queues: r.u16()?,
-            queue_size: r.u16()?,
+            mmap_size: v.mmap_size(),
+            mmap_offset: v.mmap_offset(),
+            num_queues: v.num_queues(),
+            queue_size: v.queue_size(),
         })
     }
     fn emit(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.mmap_size.to_ne_bytes());
-        out.extend_from_slice(&self.mmap_offset.to_ne_bytes());
-        out.extend_from_slice(&self.num_queues.to_ne_bytes());
-        out.extend_from_slice(&self.queue_size.to_ne_bytes());
-        out.extend_from_slice(&[0u8; 4]);
+        emit_fixed::<24>(out, |b| {
+            let mut v = InflightView::new_unchecked(b);
+            v.set_mmap_size(self.mmap_size);
+            v.set_mmap_offset(self.mmap_offset);
+            v.set_num_queues(self.num_queues);
+            v.set_queue_size(self.queue_size);
+        });
     }
 }
 
