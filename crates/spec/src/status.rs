@@ -7,8 +7,8 @@
 //!
 //! - Device side: [`StatusMachine`] validates what a driver writes to `device status` and to
 //!   the driver feature bits, and answers reads.
-//! - Driver side: [`DriverInit`] (in [`crate::status::driver`]) produces the values to write,
-//!   in order, and checks what it reads back.
+//! - Driver side: [`DriverInit`] produces the values to write, in order, and checks what it
+//!   reads back.
 //!
 //! ```
 //! use vireo_spec::{blk, DriverInit, Features, Negotiator, SpecError, StatusMachine};
