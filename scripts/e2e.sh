@@ -53,8 +53,9 @@ blk_cells() {
   done
 }
 
-# Harness self-check: the guest boots and its virtio drivers bind QEMU's own virtio-blk.
-cell boot --backend builtin --machine q35 --test boot
+# Harness self-check: the guest boots, its virtio drivers bind QEMU's own virtio-blk, and a packed
+# ring is negotiated when the device offers it (so the RING_PACKED check itself is proven).
+cell boot --backend builtin --machine q35 --packed on --test boot
 
 # qemu-storage-daemon (libvhost-user): split rings only (it has no packed ring; packed=on is dropped).
 QSD="qemu-storage-daemon --blockdev driver=file,node-name=disk,filename={img}"

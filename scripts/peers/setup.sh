@@ -82,6 +82,9 @@ fi
 # ---- 2. The guest kernel: Debian's cloud kernel, extracted from its .deb --------------------------
 mkdir -p "$CACHE"
 CACHE=$(cd "$CACHE" && pwd)
+# one setup at a time per cache folder (parallel runs would extract/build over each other)
+exec 9>"$CACHE/.lock"
+flock 9
 KDIR=$CACHE/kernel
 resolve_kver() {
   apt-cache depends linux-image-cloud-amd64 2>/dev/null |
