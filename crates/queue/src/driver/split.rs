@@ -1,7 +1,8 @@
-//! Split virtqueue, driver side (virtio 1.2 §2.7): laying the ring out, adding buffers,
-//! publishing them and deciding on notifications. Getting used buffers back, used-buffer
-//! notification suppression and teardown are in [`used`].
+//! Split virtqueue, driver side (virtio 1.2 §2.7): laying the ring out and adding buffers.
+//! Publishing them and deciding on notifications are in `kick`; getting used buffers back,
+//! used-buffer notification suppression and teardown in `used`.
 
+mod kick;
 mod used;
 
 use alloc::vec::Vec;
@@ -14,7 +15,7 @@ use super::error::{DeviceViolation, DriverQueueError};
 use super::layout::RingLayout;
 use super::shadow::{InFlight, Shadow};
 use super::{BufferSegment, DriverQueueOptions};
-use crate::ordering::{self, FIELD, PUBLISH};
+use crate::ordering::FIELD;
 use crate::RingAddresses;
 
 /// Whether the driver wants used-buffer notifications (virtio 1.2 §2.7.7).
@@ -154,7 +155,7 @@ impl<T> SplitDriverQueue<T> {
     }
 
     /// Adds a buffer of `readable` segments (device-readable) followed by `writable` segments
-    /// (device-writable, virtio 1.2 §2.7.5.2: writable after readable), with `token` to get back
+    /// (device-writable: virtio 1.2 §2.7.4.2, writable after readable), with `token` to get back
     /// when the device has used it. With INDIRECT_DESC and 2 or more segments (up to the indirect
     /// table length) the buffer takes one descriptor and an indirect table (§2.7.5.3); otherwise
     /// one descriptor per segment. The head goes into the next available-ring slot
@@ -273,62 +274,6 @@ impl<T> SplitDriverQueue<T> {
         let offset = self.layout.desc_table + desc::SIZE * usize::from(head);
         write_desc(&ring, offset, table_addr, table_len, desc::F_INDIRECT, 0)?;
         Ok((head, head))
-    }
-
-    /// Makes every buffer added so far visible to the device: stores `avail.idx` after the
-    /// descriptors and ring slots (virtio 1.2 §2.7.13.3, ordering::PUBLISH).
-    pub fn publish(&mut self) -> Result<(), DriverQueueError> {
-        self.check_usable()?;
-        if self.avail_published == self.avail_next {
-            return Ok(());
-        }
-        self.store_u16(
-            self.layout.driver_area + avail::IDX,
-            self.avail_next,
-            PUBLISH,
-        )?;
-        let new = self.avail_next.wrapping_sub(self.avail_published);
-        let mut pos = self.avail_published;
-        while pos != self.avail_next {
-            let head = self.avail_heads.get(usize::from(pos % self.size)).copied();
-            if let Some(head) = head {
-                self.shadow.mark_published(head);
-            }
-            pos = pos.wrapping_add(1);
-        }
-        self.published_since_decision = self.published_since_decision.saturating_add(new.into());
-        self.avail_published = self.avail_next;
-        Ok(())
-    }
-
-    /// Publishes, then answers whether the device wants a notification for the buffers
-    /// published since the last answer (Linux's `virtqueue_kick_prepare`; virtio 1.2 §2.7.13.4
-    /// and §2.7.10). A full fence (ordering::notify_fence) separates the publication from reading
-    /// the device's wish, so a device going to sleep either sees the new index or asks for a
-    /// notification. With EVENT_IDX: `vring_need_event(avail_event, new, old)` over the indices
-    /// published since the last answer; otherwise: unless `used.flags` has NO_NOTIFY. `false`
-    /// when nothing was published since the last answer.
-    pub fn kick_prepare(&mut self) -> Result<bool, DriverQueueError> {
-        self.publish()?;
-        ordering::notify_fence();
-        let (old, new) = (self.avail_decided, self.avail_published);
-        let count = self.published_since_decision;
-        self.avail_decided = new;
-        self.published_since_decision = 0;
-        if count == 0 {
-            return Ok(false);
-        }
-        if count > u32::from(u16::MAX) {
-            // 2^16 or more indices since the last answer: need_event cannot tell; notify.
-            return Ok(true);
-        }
-        if self.event_idx {
-            let event = self.load_u16(self.avail_event_offset(), FIELD)?;
-            Ok(vireo_spec::split::need_event(event, new, old))
-        } else {
-            let flags = self.load_u16(self.layout.device_area + used_ring::FLAGS, FIELD)?;
-            Ok(flags & used_ring::F_NO_NOTIFY == 0)
-        }
     }
 
     /// Offset of `avail_event` at the end of the used ring.
