@@ -217,6 +217,7 @@ impl<D: VhostUserDevice> Session<D> {
                 v.next_avail = base;
                 // A fresh setup of the ring: a previous fault is forgotten.
                 v.fault = None;
+                self.start_ready()?;
                 Ok(Reply::Ack)
             }
             R::GET_VRING_BASE => {
@@ -524,3 +525,7 @@ fn exactly_one(fds: Vec<OwnedFd>) -> Result<OwnedFd, RequestError> {
         }),
     }
 }
+
+#[cfg(test)]
+#[path = "session_model.rs"]
+mod model;
