@@ -11,11 +11,11 @@
 mod driver_fake;
 
 use driver_fake::split::{split_pair, RawDesc};
-use driver_fake::{seg, FakeDevice, SeenSeg, RING_BASE};
+use driver_fake::{guest_memory, seg, FakeDevice, SeenSeg, RING_BASE};
 use vireo_memory::OwnedRegion;
 use vireo_queue::driver::{
-    required_size, BufferSegment, DriverQueueError, DriverQueueOptions, SplitDriverQueue,
-    UsedBuffer,
+    required_size, BufferSegment, DriverQueue, DriverQueueError, DriverQueueOptions,
+    SplitDriverQueue, UsedBuffer,
 };
 use vireo_queue::{RingAddresses, RingFormat};
 use vireo_spec::split::desc;
@@ -42,6 +42,29 @@ fn layout_follows_the_alignment_table() {
         152 + 70
     );
     assert_eq!((q.size(), q.num_free(), q.len_in_flight()), (8, 8, 0));
+}
+
+#[test]
+fn the_format_independent_face() {
+    let opts = DriverQueueOptions::default();
+    let features = Features::INDIRECT_DESC | Features::EVENT_IDX;
+    let mem = guest_memory(required_size(RingFormat::Split, 16, features, &opts));
+    let area = mem.regions()[0].area().clone();
+    let mut q = DriverQueue::<u8>::new(area.clone(), RING_BASE, 16, features, opts).unwrap();
+    assert_eq!(q.format(), RingFormat::Split);
+    let config = q.config();
+    assert_eq!((config.size, config.features), (16, features));
+    assert_eq!(config.addrs.desc_table, RING_BASE);
+    q.add(&[seg(0, 1)], &[seg(1, 1)], 1).unwrap();
+    assert_eq!((q.num_free(), q.len_in_flight(), q.size()), (15, 1, 16));
+    // No driver-side packed ring yet: refused with a typed error, never a panic.
+    let packed = features | Features::RING_PACKED;
+    assert_eq!(
+        DriverQueue::<u8>::new(area, RING_BASE, 16, packed, opts).unwrap_err(),
+        DriverQueueError::FormatNotSupported {
+            format: RingFormat::Packed
+        }
+    );
 }
 
 #[test]

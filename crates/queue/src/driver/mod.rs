@@ -30,7 +30,7 @@ pub use error::{DeviceViolation, DriverQueueError};
 pub use layout::RingLayout;
 pub use split::SplitDriverQueue;
 
-use crate::{RingAddresses, RingFormat};
+use crate::{QueueConfig, RingAddresses, RingFormat};
 
 /// One segment of a buffer: `len` bytes at guest address `addr` (virtio 1.2 §2.7.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +125,13 @@ impl<T> DriverQueue<T> {
     pub fn addresses(&self) -> RingAddresses {
         match self {
             DriverQueue::Split(q) => q.addresses(),
+        }
+    }
+
+    /// Everything the device side needs to attach to this ring (size, addresses, features).
+    pub fn config(&self) -> QueueConfig {
+        match self {
+            DriverQueue::Split(q) => q.config(),
         }
     }
 

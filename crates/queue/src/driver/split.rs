@@ -16,7 +16,7 @@ use super::layout::RingLayout;
 use super::shadow::{InFlight, Shadow};
 use super::{BufferSegment, DriverQueueOptions};
 use crate::ordering::FIELD;
-use crate::RingAddresses;
+use crate::{QueueConfig, RingAddresses};
 
 /// Whether the driver wants used-buffer notifications (virtio 1.2 §2.7.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,7 @@ pub struct SplitDriverQueue<T> {
     /// Guest address of the area's first byte.
     guest_addr: u64,
     size: u16,
+    features: Features,
     layout: RingLayout,
     event_idx: bool,
     /// Free descriptors and buffers in flight.
@@ -103,6 +104,7 @@ impl<T> SplitDriverQueue<T> {
             area,
             guest_addr,
             size,
+            features,
             layout,
             event_idx: features.has(Features::EVENT_IDX),
             shadow: Shadow::new(size),
@@ -131,6 +133,15 @@ impl<T> SplitDriverQueue<T> {
             desc_table: at(self.layout.desc_table),
             driver_area: at(self.layout.driver_area),
             device_area: at(self.layout.device_area),
+        }
+    }
+
+    /// Everything the device side needs to attach to this ring (size, addresses, features).
+    pub fn config(&self) -> QueueConfig {
+        QueueConfig {
+            size: self.size,
+            addrs: self.addresses(),
+            features: self.features,
         }
     }
 
