@@ -66,7 +66,8 @@ pub(crate) struct Worker {
 /// Where a stopped worker left its queue.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WorkerExit {
-    pub(crate) state: DeviceQueueState,
+    /// `None` when the handler panicked (a device bug): the state is unknown.
+    pub(crate) state: Option<DeviceQueueState>,
     pub(crate) fault: Option<DeviceQueueError>,
 }
 
@@ -112,17 +113,14 @@ impl Worker {
         let fault = read();
         match self.thread.join() {
             Ok(state) => WorkerExit {
-                state,
+                state: Some(state),
                 fault: read().or(fault),
             },
             Err(_) => {
-                // The handler panicked: a device bug. The queue is unusable; report it broken
-                // with the state it started from being unknown.
+                // The handler panicked: a device bug, not the driver's. The ring keeps the state
+                // it last had.
                 tracing::error!("queue handler panicked");
-                WorkerExit {
-                    state: DeviceQueueState::default(),
-                    fault,
-                }
+                WorkerExit { state: None, fault }
             }
         }
     }

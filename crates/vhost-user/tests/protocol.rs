@@ -392,3 +392,19 @@ fn stop_handle_ends_a_session_and_the_server() {
     server.shutdown();
     assert!(fe.is_closed());
 }
+
+#[test]
+fn stalled_frontend_mid_message_does_not_hold_the_server() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let server = Server::start();
+    let mut stalled = std::os::unix::net::UnixStream::connect(&server.path).unwrap();
+    // Half a header, then silence (the connection stays open).
+    stalled.write_all(&[1, 0, 0, 0, 1, 0]).unwrap();
+    let start = Instant::now();
+    let fe = server.connect();
+    assert_eq!(fe.get_u64(Request::GET_QUEUE_NUM), 2);
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(4), "served after {waited:?}");
+    drop(stalled);
+}

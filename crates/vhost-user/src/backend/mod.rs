@@ -15,6 +15,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::io::Errno;
@@ -34,6 +35,9 @@ pub const SUPPORTED_PROTOCOL_FEATURES: ProtocolFeatures = ProtocolFeatures::MQ
     .union(ProtocolFeatures::RESET_DEVICE)
     .union(ProtocolFeatures::CONFIGURE_MEM_SLOTS)
     .union(ProtocolFeatures::STATUS);
+
+/// How long a served front-end may take to finish a message it started, or to read a reply.
+pub const MID_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Asks a running server to stop: wakes its accept wait and ends its session. Cloneable and
 /// usable from any thread.
@@ -179,6 +183,18 @@ pub fn run_session<D: VhostUserDevice>(
     device: Arc<D>,
     stop: Option<&StopHandle>,
 ) -> SessionEnd {
+    if stop.is_some() {
+        // Between messages the loop polls; inside one, a stalled front-end must not hold the
+        // session (and the stop request) forever.
+        let timeouts = stream
+            .set_read_timeout(Some(MID_MESSAGE_TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(MID_MESSAGE_TIMEOUT)));
+        if let Err(e) = timeouts {
+            return SessionEnd::Broken(crate::connection::ConnectionError::Io {
+                errno: e.raw_os_error().unwrap_or(0),
+            });
+        }
+    }
     let conn = Connection::new(stream);
     let mut session = Session::new(device);
     let end = loop {

@@ -49,11 +49,13 @@ impl Vring {
     /// Stops the worker, if any, keeping where it stopped and why.
     pub(crate) fn stop(&mut self) -> Option<DeviceQueueState> {
         let exit = self.worker.take()?.stop();
-        self.next_avail = exit.state.next_avail;
+        if let Some(state) = exit.state {
+            self.next_avail = state.next_avail;
+        }
         if exit.fault.is_some() {
             self.fault = exit.fault;
         }
-        Some(exit.state)
+        exit.state
     }
 
     /// The driver's broken rule, whether the worker is still running or not.
