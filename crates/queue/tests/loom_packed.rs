@@ -29,7 +29,7 @@ mod loom_model;
 use loom::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 use loom::sync::Arc;
 use loom::thread;
-use loom_model::packed::{avail_flags, is_avail, is_used, used_flags, F_AVAIL, F_USED};
+use loom_model::packed::{WrapCounter, F_AVAIL, F_USED};
 use loom_model::{check, Coverage, Orderings};
 
 /// Ring size.
@@ -40,7 +40,7 @@ const BUFFERS: u16 = 2;
 const START_SLOT: u16 = 1;
 /// Wrap counter both sides start with (virtio 1.2 §2.8.1: initialised to 1; this lap is the
 /// first whose slot 1 is used).
-const START_WRAP: bool = true;
+const START_WRAP: WrapCounter = WrapCounter::INITIAL;
 
 const DEVICE_STALE: &str = "device read an available packed descriptor the driver had not";
 const DRIVER_STALE: &str = "driver read a used packed descriptor the device had not";
@@ -63,12 +63,12 @@ fn written_of(b: u16) -> u32 {
 }
 
 /// (slot, wrap counter) of the `b`-th buffer from the start position.
-fn position(b: u16) -> (usize, bool) {
+fn position(b: u16) -> (usize, WrapCounter) {
     let raw = START_SLOT + b;
     let wrap = if raw / SIZE % 2 == 0 {
         START_WRAP
     } else {
-        !START_WRAP
+        START_WRAP.toggled()
     };
     (usize::from(raw % SIZE), wrap)
 }
@@ -102,11 +102,11 @@ fn driver(ring: &PackedRing, o: Orderings) -> u16 {
         ring.addr[slot].store(addr_of(b), o.field);
         ring.len[slot].store(len_of(b), o.field);
         ring.id[slot].store(id_of(b), o.field);
-        ring.flags[slot].store(avail_flags(wrap), o.publish);
+        ring.flags[slot].store(wrap.avail_flags(), o.publish);
     }
     for b in 0..BUFFERS {
         let (slot, wrap) = position(b);
-        if !is_used(ring.flags[slot].load(o.consume), wrap) {
+        if !wrap.is_used(ring.flags[slot].load(o.consume)) {
             return b;
         }
         let id = ring.id[slot].load(o.field);
@@ -124,7 +124,7 @@ fn driver(ring: &PackedRing, o: Orderings) -> u16 {
 fn device(ring: &PackedRing, o: Orderings) -> u16 {
     for b in 0..BUFFERS {
         let (slot, wrap) = position(b);
-        if !is_avail(ring.flags[slot].load(o.consume), wrap) {
+        if !wrap.is_avail(ring.flags[slot].load(o.consume)) {
             return b;
         }
         let addr = ring.addr[slot].load(o.field);
@@ -136,7 +136,7 @@ fn device(ring: &PackedRing, o: Orderings) -> u16 {
         );
         ring.id[slot].store(id, o.field);
         ring.len[slot].store(written_of(b), o.field);
-        ring.flags[slot].store(used_flags(wrap), o.publish);
+        ring.flags[slot].store(wrap.used_flags(), o.publish);
     }
     BUFFERS
 }
@@ -165,11 +165,12 @@ fn packed_publish_consume_with_spec_orderings() {
 #[test]
 fn packed_wrap_flags_are_distinct() {
     // The stale flags of the previous lap must be neither available nor used in the next one.
-    assert!(!is_avail(F_AVAIL | F_USED, false) && !is_used(F_AVAIL | F_USED, false));
-    assert!(is_avail(avail_flags(false), false) && !is_used(avail_flags(false), false));
-    assert!(is_used(used_flags(true), true) && !is_avail(used_flags(true), true));
-    assert_eq!(position(0), (1, true));
-    assert_eq!(position(1), (0, false));
+    let (one, zero) = (WrapCounter::INITIAL, WrapCounter::ZERO);
+    assert!(!zero.is_avail(F_AVAIL | F_USED) && !zero.is_used(F_AVAIL | F_USED));
+    assert!(zero.is_avail(zero.avail_flags()) && !zero.is_used(zero.avail_flags()));
+    assert!(one.is_used(one.used_flags()) && !one.is_avail(one.used_flags()));
+    assert_eq!(position(0), (1, one));
+    assert_eq!(position(1), (0, zero));
 }
 
 /// Bug shown: flags stored Relaxed do not order the body writes before them, so the device

@@ -30,8 +30,8 @@ use loom::sync::atomic::{AtomicU16, Ordering::AcqRel, Ordering::Release};
 use loom::sync::Arc;
 use loom::thread;
 use loom_model::packed::{
-    avail_flags, is_avail, is_used, need_event, used_flags, EVENT_DESC, EVENT_DISABLE,
-    EVENT_ENABLE, OFF_WRAP_SHIFT,
+    need_event, WrapCounter, FLAGS_DESC as EVENT_DESC, FLAGS_DISABLE as EVENT_DISABLE,
+    FLAGS_ENABLE as EVENT_ENABLE, WRAP_BIT,
 };
 use loom_model::{check, Coverage, Orderings};
 
@@ -39,7 +39,7 @@ const SIZE: u16 = 2;
 /// Slot the producer publishes and the consumer waits on.
 const SLOT: u16 = 1;
 /// Wrap counter of that slot's lap (both sides).
-const WRAP: bool = true;
+const WRAP: WrapCounter = WrapCounter::INITIAL;
 
 /// Which ring direction the model plays.
 #[derive(Debug, Clone, Copy)]
@@ -55,21 +55,21 @@ impl Direction {
     fn before(self) -> u16 {
         match self {
             Direction::Avail => 0, // never used
-            Direction::Used => avail_flags(WRAP),
+            Direction::Used => WRAP.avail_flags(),
         }
     }
     /// Slot 1's flags the producer publishes.
     fn published(self) -> u16 {
         match self {
-            Direction::Avail => avail_flags(WRAP),
-            Direction::Used => used_flags(WRAP),
+            Direction::Avail => WRAP.avail_flags(),
+            Direction::Used => WRAP.used_flags(),
         }
     }
     /// Does the consumer see work in `flags`?
     fn pending(self, flags: u16) -> bool {
         match self {
-            Direction::Avail => is_avail(flags, WRAP),
-            Direction::Used => is_used(flags, WRAP),
+            Direction::Avail => WRAP.is_avail(flags),
+            Direction::Used => WRAP.is_used(flags),
         }
     }
 }
@@ -99,7 +99,7 @@ fn producer(s: &Shared, dir: Direction, o: Orderings) -> bool {
     // After publishing slot 1 (the last), the producer's position wraps to 0 and its wrap
     // counter flips; one descriptor was added, so `old` is one before `new` (Linux:
     // `old = next_avail_idx - num_added`).
-    let (new, wrap) = ((SLOT + 1) % SIZE, !WRAP);
+    let (new, wrap) = ((SLOT + 1) % SIZE, WRAP.toggled());
     let old = new.wrapping_sub(1);
     o.notify_fence();
     match s.event_flags.load(o.field) {
@@ -113,8 +113,7 @@ fn consumer(s: &Shared, dir: Direction, mode: Mode, o: Orderings) -> bool {
     match mode {
         Mode::Enable => s.event_flags.store(EVENT_ENABLE, o.field),
         Mode::Desc => {
-            s.off_wrap
-                .store(SLOT | u16::from(WRAP) << OFF_WRAP_SHIFT, o.field);
+            s.off_wrap.store(SLOT | WRAP.bit() << 15, o.field);
             s.event_flags.store(EVENT_DESC, o.field);
         }
     }
@@ -152,10 +151,10 @@ const SPEC: Orderings = Orderings::SPEC;
 #[test]
 fn need_event_crosses_the_wrap() {
     // The device asked for slot 1 of lap 1; the driver just published it and wrapped to 0.
-    let off_wrap = SLOT | 1 << OFF_WRAP_SHIFT;
-    assert!(need_event(off_wrap, false, 0, 0xffff, SIZE));
+    let off_wrap = SLOT | WRAP_BIT;
+    assert!(need_event(off_wrap, WrapCounter::ZERO, 0, 0xffff, SIZE));
     // A request for slot 0 of lap 0 (the next one) is not yet due.
-    assert!(!need_event(0, false, 0, 0xffff, SIZE));
+    assert!(!need_event(0, WrapCounter::ZERO, 0, 0xffff, SIZE));
 }
 
 #[test]

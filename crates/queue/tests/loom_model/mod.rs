@@ -4,7 +4,7 @@
 //! Every model is parameterised by the [`Orderings`] each side uses, so the passing tests run
 //! with [`Orderings::SPEC`] (the very values of `vireo_queue::ordering`, which the ring code
 //! uses) and the negative controls run the same model with one ordering weakened.
-#![allow(dead_code)] // each test file uses a different subset
+#![allow(dead_code, unused_imports)] // each test file uses a different subset
 
 use loom::sync::atomic::{fence, Ordering};
 use vireo_queue::ordering::{CONSUME, FIELD, NOTIFY_FENCE, PUBLISH};
@@ -87,57 +87,26 @@ where
     );
 }
 
-/// Packed ring descriptor flag bits (virtio 1.2 §2.8.1 "Available and Used Ring Wrap Counters").
+/// Packed ring pieces (virtio 1.2 §2.8): the flag logic is `vireo_spec::packed`'s own
+/// (`WrapCounter::{avail_flags, used_flags, is_avail, is_used}`), so the model checks it too.
 pub mod packed {
-    /// `VIRTQ_DESC_F_AVAIL` (bit 7).
-    pub const F_AVAIL: u16 = 1 << 7;
-    /// `VIRTQ_DESC_F_USED` (bit 15).
-    pub const F_USED: u16 = 1 << 15;
-    /// Event suppression `flags` (virtio 1.2 §2.8.10 "Event Suppression Structure Format").
-    pub const EVENT_ENABLE: u16 = 0;
-    /// Notifications disabled.
-    pub const EVENT_DISABLE: u16 = 1;
-    /// Notify when the descriptor at `off_wrap` is made available/used (with EVENT_IDX).
-    pub const EVENT_DESC: u16 = 2;
-    /// Bit 15 of `desc_event_off_wrap` is the wrap counter.
-    pub const OFF_WRAP_SHIFT: u16 = 15;
-
-    /// Flags the driver writes to make a descriptor available in wrap `wrap` (§2.8.1):
-    /// AVAIL equal to the driver's wrap counter, USED its inverse.
-    pub const fn avail_flags(wrap: bool) -> u16 {
-        if wrap {
-            F_AVAIL
-        } else {
-            F_USED
-        }
-    }
-
-    /// Flags the device writes to mark a descriptor used in wrap `wrap`: AVAIL and USED both
-    /// equal to the device's wrap counter.
-    pub const fn used_flags(wrap: bool) -> u16 {
-        if wrap {
-            F_AVAIL | F_USED
-        } else {
-            0
-        }
-    }
-
-    /// Is a descriptor with `flags` available for the device in wrap `wrap`? (§2.8.1)
-    pub const fn is_avail(flags: u16, wrap: bool) -> bool {
-        (flags & F_AVAIL != 0) == wrap && (flags & F_USED != 0) != wrap
-    }
-
-    /// Is a descriptor with `flags` used for the driver in wrap `wrap`? (§2.8.1)
-    pub const fn is_used(flags: u16, wrap: bool) -> bool {
-        (flags & F_AVAIL != 0) == wrap && (flags & F_USED != 0) == wrap
-    }
+    pub use vireo_spec::packed::desc::{F_AVAIL, F_USED};
+    pub use vireo_spec::packed::event::{FLAGS_DESC, FLAGS_DISABLE, FLAGS_ENABLE, WRAP_BIT};
+    pub use vireo_spec::packed::WrapCounter;
 
     /// Does moving from ring position `old` to `new` (the notifier's wrap counter now being
-    /// `wrap`) cross the other side's `off_wrap` event? (§2.8.10; the formula of Linux's
-    /// `virtqueue_kick_prepare_packed` and QEMU's `vring_packed_need_event`).
-    pub const fn need_event(off_wrap: u16, wrap: bool, new: u16, old: u16, size: u16) -> bool {
-        let mut off = off_wrap & !(1 << OFF_WRAP_SHIFT);
-        if (off_wrap >> OFF_WRAP_SHIFT != 0) != wrap {
+    /// `wrap`) pass the other side's `off_wrap` event? (§2.8.10; the formula of Linux's
+    /// `virtqueue_kick_prepare_packed` and QEMU's `vring_packed_need_event`: an event in the
+    /// other lap is moved one ring length back.)
+    pub const fn need_event(
+        off_wrap: u16,
+        wrap: WrapCounter,
+        new: u16,
+        old: u16,
+        size: u16,
+    ) -> bool {
+        let mut off = off_wrap & !WRAP_BIT;
+        if (off_wrap & WRAP_BIT != 0) != wrap.is_set() {
             off = off.wrapping_sub(size);
         }
         vireo_spec::split::need_event(off, new, old)
