@@ -242,7 +242,7 @@ mod tests {
     fn message_split_across_writes_is_reassembled_with_its_fds() {
         let (conn, mut peer) = pair();
         let payload = VringState { index: 1, num: 256 }.to_bytes();
-        let header = Header::request(Request::SET_VRING_NUM, 8, 0).to_bytes();
+        let header = Header::for_request(Request::SET_VRING_NUM, 8, 0).to_bytes();
         // Header in two pieces, payload byte by byte, an fd on the second piece.
         peer.write_all(&header[..5]).unwrap();
         let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
@@ -272,7 +272,7 @@ mod tests {
         assert!(conn.recv().unwrap().is_none());
 
         let (conn, mut peer) = pair();
-        peer.write_all(&Header::request(Request::SET_FEATURES, 8, 0).to_bytes())
+        peer.write_all(&Header::for_request(Request::SET_FEATURES, 8, 0).to_bytes())
             .unwrap();
         peer.write_all(&[0; 3]).unwrap();
         drop(peer);
@@ -301,7 +301,7 @@ mod tests {
             .map(|_| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap())
             .collect();
         let borrowed: Vec<_> = efds.iter().map(|f| f.as_fd()).collect();
-        let header = Header::request(Request::SET_MEM_TABLE, 4, 0);
+        let header = Header::for_request(Request::SET_MEM_TABLE, 4, 0);
         a.send(&header, &[1, 2, 3, 4], &borrowed).unwrap();
         let m = b.recv().unwrap().unwrap();
         assert_eq!(

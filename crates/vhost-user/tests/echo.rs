@@ -347,3 +347,159 @@ fn disabled_ring_does_not_run_until_enabled() {
     );
     d.wait_used(1, &q.call);
 }
+
+#[test]
+fn misaligned_ring_is_refused_with_needs_reset() {
+    let server = Server::start();
+    let (fe, _mem) = connect_with_memory(&server);
+    let s = VringState {
+        index: 0,
+        num: QSIZE,
+    }
+    .to_bytes();
+    assert_eq!(fe.ack(Request::SET_VRING_NUM, &s, &[]), 0);
+    // The descriptor table must be 16-byte aligned (virtio 1.2 §2.7 "Virtqueue Part Alignment").
+    let a = VringAddr {
+        index: 0,
+        flags: 0,
+        desc: USER_BASE + 8,
+        avail: USER_BASE + AVAIL,
+        used: USER_BASE + USED,
+        log: 0,
+    };
+    assert_eq!(fe.ack(Request::SET_VRING_ADDR, &a.to_bytes(), &[]), 0);
+    let (kick, err) = (eventfd(), eventfd());
+    let v = VringFd {
+        index: 0,
+        no_fd: false,
+    }
+    .to_u64()
+    .to_bytes();
+    assert_eq!(fe.ack(Request::SET_VRING_ERR, &v, &[err.as_fd()]), 0);
+    assert_eq!(fe.ack(Request::SET_VRING_KICK, &v, &[kick.as_fd()]), 0);
+    let e = VringState { index: 0, num: 1 }.to_bytes();
+    assert_eq!(fe.ack(Request::SET_VRING_ENABLE, &e, &[]), 0);
+    assert!(wait_fd(&err, Duration::from_secs(5)));
+    assert_eq!(fe.get_u64(Request::GET_STATUS) & NEEDS_RESET, NEEDS_RESET);
+    // Setting the ring up again (SET_VRING_BASE, good addresses) clears the fault.
+    let b = VringState { index: 0, num: 0 }.to_bytes();
+    assert_eq!(fe.ack(Request::SET_VRING_BASE, &b, &[]), 0);
+    let good = VringAddr {
+        desc: USER_BASE + DESC,
+        ..a
+    };
+    assert_eq!(fe.ack(Request::SET_VRING_ADDR, &good.to_bytes(), &[]), 0);
+    assert_eq!(fe.get_u64(Request::GET_STATUS) & NEEDS_RESET, 0);
+}
+
+#[test]
+fn queue_runs_on_memory_from_add_mem_reg_and_survives_table_changes() {
+    use vireo_vhost_user::message::SingleRegion;
+    let server = Server::start();
+    let fe = server.connect();
+    fe.negotiate();
+    // Two regions added one by one (CONFIGURE_MEM_SLOTS), the rings in the first, the buffers
+    // in the second.
+    let (fd0, mem0) = memfd(0x8000);
+    let (fd1, mem1) = memfd(0x8000);
+    let r0 = MemoryRegion {
+        guest_addr: 0,
+        size: 0x8000,
+        user_addr: USER_BASE,
+        mmap_offset: 0,
+    };
+    let r1 = MemoryRegion {
+        guest_addr: 0x8000,
+        size: 0x8000,
+        user_addr: USER_BASE + 0x8000,
+        mmap_offset: 0,
+    };
+    let add = |r: MemoryRegion, fd: &OwnedFd| {
+        let p = SingleRegion { region: r }.to_bytes();
+        assert_eq!(fe.ack(Request::ADD_MEM_REG, &p, &[fd.as_fd()]), 0);
+    };
+    add(r0, &fd0);
+    let q = setup_queue(&fe, 0, 0);
+    let mut d = Driver {
+        mem: mem0.clone(),
+        base: 0,
+        avail_idx: 0,
+    };
+    // The region holding the buffer arrives while the queue is running.
+    add(r1, &fd1);
+    d.desc(0, 0x8100, 16, desc::F_WRITE, 0);
+    d.make_available(0);
+    kick(&q.kick);
+    d.wait_used(1, &q.call);
+    let mut buf = [0u8; 16];
+    mem1.slice().read(0x100, &mut buf).unwrap();
+    assert_eq!(buf, [0xab; 16]);
+    // Remove the buffer region: a chain pointing there breaks the ring.
+    let p = SingleRegion { region: r1 }.to_bytes();
+    assert_eq!(fe.ack(Request::REM_MEM_REG, &p, &[]), 0);
+    d.make_available(0);
+    kick(&q.kick);
+    assert!(wait_fd(&q.err, Duration::from_secs(5)));
+    assert_eq!(d.used_idx(), 1);
+}
+
+#[test]
+fn without_protocol_features_rings_start_enabled() {
+    let server = Server::start();
+    let fe = server.connect();
+    // Acknowledge the device features only ("Ring states": the ring starts enabled).
+    assert_eq!(
+        fe.get_u64(Request::GET_FEATURES) & DEVICE_FEATURES,
+        DEVICE_FEATURES
+    );
+    fe.send(Request::SET_FEATURES, &DEVICE_FEATURES.to_bytes(), &[], 0);
+    let (fd, mem) = memfd(MEM_SIZE);
+    let region = MemoryRegion {
+        guest_addr: 0,
+        size: MEM_SIZE,
+        user_addr: USER_BASE,
+        mmap_offset: 0,
+    };
+    let table = MemoryTable {
+        regions: vec![region],
+    }
+    .to_bytes();
+    fe.send(Request::SET_MEM_TABLE, &table, &[fd.as_fd()], 0);
+    fe.send(
+        Request::SET_VRING_NUM,
+        &VringState {
+            index: 0,
+            num: QSIZE,
+        }
+        .to_bytes(),
+        &[],
+        0,
+    );
+    let a = VringAddr {
+        index: 0,
+        flags: 0,
+        desc: USER_BASE + DESC,
+        avail: USER_BASE + AVAIL,
+        used: USER_BASE + USED,
+        log: 0,
+    };
+    fe.send(Request::SET_VRING_ADDR, &a.to_bytes(), &[], 0);
+    let (kick_fd, call) = (eventfd(), eventfd());
+    let v = VringFd {
+        index: 0,
+        no_fd: false,
+    }
+    .to_u64()
+    .to_bytes();
+    fe.send(Request::SET_VRING_CALL, &v, &[call.as_fd()], 0);
+    fe.send(Request::SET_VRING_KICK, &v, &[kick_fd.as_fd()], 0);
+    let mut d = Driver {
+        mem,
+        base: 0,
+        avail_idx: 0,
+    };
+    d.desc(0, 0x8000, 4, desc::F_WRITE, 0);
+    d.make_available(0);
+    kick(&kick_fd);
+    d.wait_used(1, &call);
+}

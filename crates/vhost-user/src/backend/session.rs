@@ -215,7 +215,7 @@ impl<D: VhostUserDevice> Session<D> {
                 let v = self.vring(s.index)?;
                 v.stop();
                 v.next_avail = base;
-                // A fresh setup of the ring: a previous fault is forgotten.
+                // Setting a ring up again forgets an earlier fault (the driver was reset).
                 v.fault = None;
                 self.start_ready()?;
                 Ok(Reply::Ack)
@@ -329,6 +329,8 @@ impl<D: VhostUserDevice> Session<D> {
         let v = self.vring(s.index)?;
         v.stop();
         v.size = u16::try_from(s.num).ok();
+        // Setting a ring up again forgets an earlier fault (the driver was reset).
+        v.fault = None;
         self.start_ready()?;
         Ok(Reply::Ack)
     }
@@ -344,6 +346,7 @@ impl<D: VhostUserDevice> Session<D> {
         if let Some(v) = self.vrings.get_mut(index) {
             v.stop();
             v.addrs = Some(addrs);
+            v.fault = None;
         }
         self.start_ready()?;
         Ok(Reply::Ack)

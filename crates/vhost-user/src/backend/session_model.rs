@@ -163,7 +163,7 @@ impl Harness {
     }
 
     fn send(&mut self, req: Request, payload: Vec<u8>, fds: Vec<OwnedFd>) {
-        let header = Header::request(req, payload.len() as u32, 0);
+        let header = Header::for_request(req, payload.len() as u32, 0);
         let msg = Message {
             header,
             payload,

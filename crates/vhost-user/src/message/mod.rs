@@ -112,7 +112,7 @@ pub struct Header {
 impl Header {
     /// A request header of protocol version 1 with the given extra flags (0 or
     /// [`FLAG_NEED_REPLY`]).
-    pub fn request(request: Request, size: u32, flags: u32) -> Header {
+    pub fn for_request(request: Request, size: u32, flags: u32) -> Header {
         Header {
             request: request as u32,
             flags: VERSION | flags,
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_flags() {
-        let h = Header::request(Request::SET_VRING_NUM, 8, FLAG_NEED_REPLY);
+        let h = Header::for_request(Request::SET_VRING_NUM, 8, FLAG_NEED_REPLY);
         let back = Header::parse(&h.to_bytes()).unwrap();
         assert_eq!(back, h);
         assert!(back.needs_reply() && !back.is_reply());
@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn header_rejects_bad_version_and_huge_size() {
-        let mut h = Header::request(Request::GET_FEATURES, 0, 0);
+        let mut h = Header::for_request(Request::GET_FEATURES, 0, 0);
         h.flags = 2;
         assert_eq!(
             Header::parse(&h.to_bytes()),
