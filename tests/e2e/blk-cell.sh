@@ -47,7 +47,7 @@ case "$MACHINE" in q35|microvm) ;; *) echo "blk-cell: --machine q35|microvm" >&2
 case "$PACKED" in on|off) ;; *) echo "blk-cell: --packed on|off" >&2; exit 2 ;; esac
 case "$TEST" in boot|blk|fs) ;; *) echo "blk-cell: --test boot|blk|fs" >&2; exit 2 ;; esac
 [ -n "$SMP" ] || { [ "$QUEUES" -gt 1 ] && SMP=2 || SMP=1; }
-RING=split; [ "$PACKED" = on ] && RING=packed
+RING="split"; [ "$PACKED" = on ] && RING="packed"
 [ -n "$NAME" ] || NAME=$TEST-$MACHINE-$RING-${QUEUES}q
 e2e_need_setup || { echo "FAIL $NAME setup missing"; exit 1; }
 
@@ -63,6 +63,10 @@ T0=$(date +%s.%N)
 FAILS=()
 fail() { FAILS+=("$*"); echo "FAIL: $*" >>"$HLOG"; }
 ok() { echo "ok: $*" >>"$HLOG"; }
+judge() { # OK-MESSAGE FAIL-MESSAGE COMMAND...: ok when COMMAND succeeds, else fail
+  local yes=$1 no=$2; shift 2
+  if "$@"; then ok "$yes"; else fail "$no"; fi
+}
 
 finish() {
   local dt
@@ -115,12 +119,14 @@ EXPECT_MQ=$QUEUES; [ "$SMP" -lt "$QUEUES" ] && EXPECT_MQ=$SMP   # virtio_blk use
 APPEND="console=ttyS0 panic=-1 quiet vireo.test=$TEST vireo.wd=$((E2E_TIMEOUT - 20)) vireo.size=$SIZE"
 APPEND="$APPEND vireo.queues=$EXPECT_MQ vireo.hostpat=$HOSTPAT_OFF:$HOSTPAT_LEN:$HOSTPAT_MD5"
 APPEND="$APPEND vireo.guestpat=16:4 vireo.par=32:4"
+# shellcheck disable=SC2054 # commas are QEMU's option syntax, not array separators
 if [ "$MACHINE" = q35 ]; then
   MACH=(-machine q35,memory-backend=mem)
 else
   MACH=(-machine microvm,pit=on,pic=on,memory-backend=mem -global virtio-mmio.force-legacy=false)
   APPEND="$APPEND tsc_early_khz=$(e2e_khz)"
 fi
+# shellcheck disable=SC2054
 QEMU=(qemu-system-x86_64 -accel "$E2E_ACCEL" "${MACH[@]}" -m 256M -smp "$SMP" -nodefaults -no-user-config
   -display none -monitor none -serial "file:$DIR/guest.log" -no-reboot
   -object memory-backend-memfd,id=mem,size=256M,share=on
@@ -152,7 +158,7 @@ DONE=$(grep -a '@@DONE' "$GLOG" | tail -1)
 if [ -z "$DONE" ]; then
   fail "guest never finished its test"
 else
-  [ "$(e2e_field "$DONE" ok)" = 1 ] && ok "$DONE" || fail "guest: $(e2e_field "$DONE" failed) check(s) failed"
+  judge "$DONE" "guest: $(e2e_field "$DONE" failed) check(s) failed" [ "$(e2e_field "$DONE" ok)" = 1 ]
 fi
 while read -r line; do
   n=$(e2e_field "$line" name)
@@ -165,25 +171,25 @@ if [ -z "$DEVLINE" ]; then
   fail "no virtio-blk device (id 2) in the guest"
 else
   FEAT=$(e2e_field "$DEVLINE" features)
-  [ "$(e2e_feature "$FEAT" 32)" = 1 ] && ok "VERSION_1 negotiated" || fail "VERSION_1 not negotiated"
+  judge "VERSION_1 negotiated" "VERSION_1 not negotiated" [ "$(e2e_feature "$FEAT" 32)" = 1 ]
   want=0; [ "$PACKED" = on ] && want=1
-  [ "$(e2e_feature "$FEAT" 34)" = "$want" ] && ok "RING_PACKED=$want" ||
-    fail "RING_PACKED negotiated=$(e2e_feature "$FEAT" 34) wanted=$want"
+  judge "RING_PACKED=$want" "RING_PACKED negotiated=$(e2e_feature "$FEAT" 34) wanted=$want" \
+    [ "$(e2e_feature "$FEAT" 34)" = "$want" ]
 fi
 
 # ---- checks: byte for byte from the host ----
 if [ "$TEST" = blk ]; then
   line=$(grep -a '@@HOSTPAT dev=vda' "$GLOG" | head -1)
   got=$(e2e_field "$line" md5)
-  [ "$got" = "$HOSTPAT_MD5" ] && ok "host pattern read by guest: $got" ||
-    fail "host pattern: guest read md5=${got:-none}, host wrote $HOSTPAT_MD5"
+  judge "host pattern read by guest: $got" "host pattern: guest read md5=${got:-none}, host wrote $HOSTPAT_MD5" \
+    [ "$got" = "$HOSTPAT_MD5" ]
   npat=0
   while read -r line; do
     off=$(e2e_field "$line" off) len=$(e2e_field "$line" len) want=$(e2e_field "$line" md5)
     got=$(e2e_md5_at "$IMG" "$off" "$len")
     npat=$((npat + 1))
-    [ "$got" = "$want" ] && ok "guest pattern in image at $off+$len" ||
-      fail "guest pattern at $off+$len: image md5=$got, guest wrote $want"
+    judge "guest pattern in image at $off+$len" "guest pattern at $off+$len: image md5=$got, guest wrote $want" \
+      [ "$got" = "$want" ]
   done < <(grep -a '@@PATTERN dev=vda' "$GLOG" | sed 's/.*@@PATTERN/@@PATTERN/')
   [ "$npat" -ge 2 ] || fail "guest reported $npat written patterns (expected >= 2)"
 fi
@@ -194,7 +200,7 @@ if [ "$TEST" = fs ]; then
     path=$(e2e_field "$line" path) want=$(e2e_field "$line" md5)
     got=$(debugfs -R "cat $path" "$IMG" 2>>"$HLOG" | md5sum | cut -d' ' -f1)
     nfile=$((nfile + 1))
-    [ "$got" = "$want" ] && ok "file $path" || fail "file $path: image md5=$got, guest wrote $want"
+    judge "file $path" "file $path: image md5=$got, guest wrote $want" [ "$got" = "$want" ]
   done < <(grep -a '@@FILE' "$GLOG" | sed 's/.*@@FILE/@@FILE/')
   [ "$nfile" -ge 1 ] || fail "guest reported no files"
 fi

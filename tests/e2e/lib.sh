@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # the E2E_* settings are used by the scripts that source this
 # Shared helpers for the end-to-end cells (sourced, not run).
 # Environment:
 #   VIREO_E2E_CACHE    kernel + initramfs made by scripts/peers/setup.sh (default /var/cache/vireo-e2e)
