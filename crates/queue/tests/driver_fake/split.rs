@@ -176,6 +176,17 @@ impl SplitFakeDevice {
         self.last_avail
     }
 
+    /// Before waiting for a kick (virtio 1.2 §2.7.10): with EVENT_IDX, asks for a notification
+    /// at the next position to take (`avail_event`); then a full fence and a fresh look. `true`:
+    /// buffers are already available, take them instead of waiting.
+    pub fn arm_avail_notifications(&self) -> bool {
+        if self.event_idx() {
+            self.set_avail_event(self.last_avail);
+        }
+        vireo_queue::ordering::notify_fence();
+        self.avail_idx() != self.last_avail
+    }
+
     /// Walks the chain at `head`: the main-table descriptors it occupies and the buffer.
     fn walk(&self, head: u16) -> (Vec<u16>, SeenBuffer) {
         let mut buf = SeenBuffer {
