@@ -16,7 +16,7 @@
 #   --name NAME       cell name in the PASS/FAIL line and log folder; default <test>-<machine>-<ring>-<N>q
 #   --size MIB        image size; default 128
 #   --timeout S       host-side bound on the guest run (default $VIREO_E2E_TIMEOUT or 75); the guest's
-#                     own watchdog fires 20 s earlier, and a guest that has not reached its init after
+#                     own watchdog fires 20 s earlier (half of it when below 40 s), and a guest that has not reached its init after
 #                     $VIREO_E2E_BOOT_TIMEOUT s (default 30) is stopped at once
 #   --keep            keep the image file even when the cell passes
 # Prints one line `PASS|FAIL <name> <reason>`; exits 0 on PASS, 1 on FAIL (with the logs' tails).
@@ -115,8 +115,9 @@ fi
 DEV=$DEV,num-queues=$QUEUES,packed=$PACKED
 
 # ---- the guest ----
+WD=$((E2E_TIMEOUT > 40 ? E2E_TIMEOUT - 20 : E2E_TIMEOUT / 2))   # the guest gives up before the host does
 EXPECT_MQ=$QUEUES; [ "$SMP" -lt "$QUEUES" ] && EXPECT_MQ=$SMP   # virtio_blk uses at most one queue per CPU
-APPEND="console=ttyS0 panic=-1 quiet vireo.test=$TEST vireo.wd=$((E2E_TIMEOUT - 20)) vireo.size=$SIZE"
+APPEND="console=ttyS0 panic=-1 quiet vireo.test=$TEST vireo.wd=$WD vireo.size=$SIZE"
 APPEND="$APPEND vireo.queues=$EXPECT_MQ vireo.hostpat=$HOSTPAT_OFF:$HOSTPAT_LEN:$HOSTPAT_MD5"
 APPEND="$APPEND vireo.guestpat=16:4 vireo.par=32:4"
 # shellcheck disable=SC2054 # commas are QEMU's option syntax, not array separators
