@@ -17,7 +17,7 @@ pub use payload::{
     ConfigAccess, ConfigSpace, Inflight, MemoryRegion, MemoryTable, SingleRegion, VringAddr,
     VringFd, VringState, MAX_CONFIG_SIZE, MAX_MEMORY_REGIONS, VRING_F_LOG,
 };
-pub use request::Request;
+pub use request::{BackendRequest, Request};
 use view::HeaderView;
 
 /// Size of the message header in bytes.

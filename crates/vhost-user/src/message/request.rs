@@ -1,21 +1,22 @@
 //! Request codes (QEMU `docs/interop/vhost-user.rst`, "Front-end message types").
 
 macro_rules! requests {
-    ($($(#[$doc:meta])* $name:ident = $code:literal,)*) => {
-        /// A front-end request code (the `request` header field of a message the front-end sends,
-        /// and of the back-end's reply to it).
+    ($(#[$enum_doc:meta])* $enum:ident, $prefix:literal {
+        $($(#[$doc:meta])* $name:ident = $code:literal,)*
+    }) => {
+        $(#[$enum_doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u32)]
         #[allow(non_camel_case_types)]
-        pub enum Request {
+        pub enum $enum {
             $($(#[$doc])* $name = $code,)*
         }
 
-        impl Request {
+        impl $enum {
             /// The request with code `code`, or `None` for a code this crate does not know.
-            pub fn from_code(code: u32) -> Option<Request> {
+            pub fn from_code(code: u32) -> Option<$enum> {
                 match code {
-                    $($code => Some(Request::$name),)*
+                    $($code => Some($enum::$name),)*
                     _ => None,
                 }
             }
@@ -23,7 +24,7 @@ macro_rules! requests {
             /// The protocol's name for the request, e.g. `VHOST_USER_GET_FEATURES`.
             pub fn name(self) -> &'static str {
                 match self {
-                    $(Request::$name => concat!("VHOST_USER_", stringify!($name)),)*
+                    $($enum::$name => concat!($prefix, stringify!($name)),)*
                 }
             }
         }
@@ -31,6 +32,9 @@ macro_rules! requests {
 }
 
 requests! {
+    /// A front-end request code (the `request` header field of a message the front-end sends,
+    /// and of the back-end's reply to it).
+    Request, "VHOST_USER_" {
     /// Get the offered virtio feature bits (reply: u64).
     GET_FEATURES = 1,
     /// Acknowledge virtio feature bits (u64).
@@ -111,6 +115,24 @@ requests! {
     SET_STATUS = 39,
     /// Get the virtio device status (reply: u64).
     GET_STATUS = 40,
+}
+}
+
+requests! {
+    /// A back-end request code, on the back-end's request channel (`SET_BACKEND_REQ_FD`;
+    /// "Back-end message types").
+    BackendRequest, "VHOST_USER_BACKEND_" {
+    /// IOTLB miss or access failure.
+    IOTLB_MSG = 1,
+    /// The device's config space changed.
+    CONFIG_CHANGE_MSG = 2,
+    /// Set up or remove a host notifier for a queue.
+    VRING_HOST_NOTIFIER_MSG = 3,
+    /// In-band used-buffer notification.
+    VRING_CALL = 4,
+    /// In-band error notification.
+    VRING_ERR = 5,
+}
 }
 
 #[cfg(test)]
