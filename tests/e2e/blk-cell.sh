@@ -146,14 +146,19 @@ if kill -0 "$QEMU_PID" 2>/dev/null && ! grep -qa '@@INIT-START' "$DIR/guest.log"
   fail "guest did not reach its init in ${E2E_BOOT_TIMEOUT}s"
   e2e_stop "$QEMU_PID" 2
 fi
-wait "$QEMU_PID"; QRC=$?
+{ wait "$QEMU_PID"; QRC=$?; } 2>/dev/null
 # the backend flushes and exits; then the image is ours to read
 [ -n "${BACKEND_PID:-}" ] && e2e_stop "$BACKEND_PID" 5
 GLOG=$DIR/guest.log
 touch "$GLOG"
 
 # ---- checks: the guest's own verdict ----
-[ "$QRC" = 0 ] || [ ${#FAILS[@]} -gt 0 ] || fail "qemu exit status $QRC$([ "$QRC" = 124 ] && echo " (timeout ${E2E_TIMEOUT}s)")"
+case "$QRC" in
+  0) ;;
+  124) fail "guest still running after ${E2E_TIMEOUT}s: stopped" ;;
+  137) fail "qemu hung for ${E2E_TIMEOUT}s and ignored SIGTERM (blocked in a vhost-user call?): killed" ;;
+  *) [ ${#FAILS[@]} -gt 0 ] || fail "qemu exit status $QRC" ;;
+esac
 grep -q '@@WATCHDOG' "$GLOG" && fail "guest watchdog fired"
 DONE=$(grep -a '@@DONE' "$GLOG" | tail -1)
 if [ -z "$DONE" ]; then

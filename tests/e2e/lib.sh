@@ -28,6 +28,7 @@ e2e_spawn() {
 e2e_stop() {
   local pid=$1 grace=${2:-5} i
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
+  kill -CONT -- "-$pid" 2>/dev/null   # a stopped process acts on SIGTERM only once continued
   for ((i = 0; i < grace * 20; i++)); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
