@@ -18,6 +18,8 @@ extern crate alloc;
 
 pub mod device;
 pub mod driver;
+#[cfg(feature = "std")]
+pub mod loopback;
 pub mod ordering;
 
 use vireo_spec::Features;
