@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod blk;
+mod probe;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +18,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve a virtio-blk device over vhost-user (a device daemon for QEMU or Cloud Hypervisor).
+    Blk(blk::BlkArgs),
+    /// Connect to a vhost-user backend and print what it offers.
+    Probe(probe::ProbeArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -26,6 +32,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Blk(args) => blk::run(&args),
+        Command::Probe(args) => probe::run(&args),
         Command::Bench { what } => bench::run(what),
     }
 }
