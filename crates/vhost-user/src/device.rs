@@ -2,6 +2,7 @@
 //! handlers.
 
 use core::fmt;
+use std::os::fd::BorrowedFd;
 
 use vireo_memory::GuestMemoryMap;
 use vireo_queue::device::{DeviceQueue, DeviceQueueError};
@@ -100,4 +101,23 @@ pub trait QueueHandler: Send {
         queue: &mut DeviceQueue,
         mem: &GuestMemoryMap,
     ) -> Result<(), DeviceQueueError>;
+
+    /// An fd the worker also waits on, for a handler that completes requests asynchronously
+    /// (an io_uring or an eventfd that signals completions). When it is readable the worker
+    /// calls [`QueueHandler::process`] again, which must consume the readiness. `None` (the
+    /// default) for handlers that finish every request inside `process`.
+    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// Called once when the queue stops (`GET_VRING_BASE`, disable, reconfiguration,
+    /// disconnect): finish or cancel in-flight requests and add their used entries, so that
+    /// the state the back-end reports is final. The worker publishes and notifies afterwards.
+    fn drain(
+        &mut self,
+        _queue: &mut DeviceQueue,
+        _mem: &GuestMemoryMap,
+    ) -> Result<(), DeviceQueueError> {
+        Ok(())
+    }
 }

@@ -6,7 +6,7 @@
 //! reports DEVICE_NEEDS_RESET) and the error eventfd, if any, is signalled. Other queues keep
 //! working.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -177,11 +177,27 @@ impl Run {
                 }
                 // Keep the state; wait for the session to stop us.
                 while !matches!(self.wait(WaitFor::StopOnly), Wake::Stop) {}
-                break;
+                return self.queue.state();
             }
             wake = self.wait(WaitFor::KickOrStop);
         }
+        if let Err(e) = self.finish() {
+            tracing::warn!(error = %e, "queue broke a ring rule while stopping");
+            *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+        }
         self.queue.state()
+    }
+
+    /// Lets the handler complete in-flight requests, then publishes and notifies.
+    fn finish(&mut self) -> Result<(), DeviceQueueError> {
+        self.handler.drain(&mut self.queue, &self.mem)?;
+        self.queue.publish_used()?;
+        if self.queue.needs_notification()? {
+            if let Some(call) = &self.call {
+                signal(call);
+            }
+        }
+        Ok(())
     }
 
     /// Runs the handler until no buffers arrived in the window where kicks were off.
@@ -208,11 +224,17 @@ impl Run {
         };
         let polling = matches!((&self.kick, what), (Kick::Polling, WaitFor::KickOrStop));
         loop {
-            // Without a kick fd the stop fd is watched twice (no allocation per wake-up).
-            let watched = kick.as_deref().unwrap_or(&self.stop);
+            // Absent fds are replaced by the stop fd (no allocation per wake-up).
+            let stop = self.stop.as_fd();
+            let watched = kick.as_deref().map_or(stop, AsFd::as_fd);
+            let completion = match what {
+                WaitFor::KickOrStop => self.handler.completion_fd().unwrap_or(stop),
+                WaitFor::StopOnly => stop,
+            };
             let mut fds = [
-                PollFd::new(&*self.stop, PollFlags::IN),
-                PollFd::new(watched, PollFlags::IN),
+                PollFd::from_borrowed_fd(stop, PollFlags::IN),
+                PollFd::from_borrowed_fd(watched, PollFlags::IN),
+                PollFd::from_borrowed_fd(completion, PollFlags::IN),
             ];
             let timeout = polling.then_some(&POLL_INTERVAL);
             match poll(&mut fds, timeout) {
@@ -235,6 +257,9 @@ impl Run {
                         return Wake::Stop;
                     }
                 }
+                return Wake::Work;
+            }
+            if ready(2) {
                 return Wake::Work;
             }
         }

@@ -6,6 +6,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod ring;
+
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use vireo_memory::GuestMemoryMap;
-use vireo_queue::device::{DeviceQueue, DeviceQueueError, Direction};
+use vireo_queue::device::{AvailChain, DeviceQueue, DeviceQueueError, Direction};
 use vireo_vhost_user::connection::{Connection, ConnectionError, Message};
 use vireo_vhost_user::message::{
     ConfigAccess, Header, Payload, Request, FLAG_NEED_REPLY, VHOST_USER_F_PROTOCOL_FEATURES,
@@ -26,6 +28,18 @@ use vireo_vhost_user::{BackendServer, ConfigError, QueueHandler, StopHandle, Vho
 pub const DEVICE_FEATURES: u64 = 1 << 32;
 pub const CONFIG_LEN: usize = 16;
 
+/// How the echo handler completes its chains.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Inside `process`.
+    #[default]
+    Sync,
+    /// In the next `process` call, woken through the handler's completion fd.
+    Async,
+    /// Only when the queue stops (`drain`).
+    DrainOnly,
+}
+
 /// A device with 2 queues whose handler uses every chain with its whole writable length,
 /// filling the writable bytes with 0xab.
 #[derive(Debug, Default)]
@@ -33,6 +47,7 @@ pub struct EchoDevice {
     pub config: Mutex<[u8; CONFIG_LEN]>,
     pub resets: AtomicUsize,
     pub chains: Arc<AtomicUsize>,
+    pub mode: Mode,
 }
 
 impl VhostUserDevice for EchoDevice {
@@ -77,6 +92,9 @@ impl VhostUserDevice for EchoDevice {
     fn queue_handler(&self, _queue_index: u16) -> Box<dyn QueueHandler> {
         Box::new(EchoHandler {
             chains: Arc::clone(&self.chains),
+            mode: self.mode,
+            pending: Vec::new(),
+            completions: eventfd_nonblocking(),
         })
     }
     fn reset(&self) {
@@ -86,6 +104,19 @@ impl VhostUserDevice for EchoDevice {
 
 struct EchoHandler {
     chains: Arc<AtomicUsize>,
+    mode: Mode,
+    pending: Vec<(AvailChain, u32)>,
+    completions: OwnedFd,
+}
+
+impl EchoHandler {
+    fn complete(&mut self, queue: &mut DeviceQueue) -> Result<(), DeviceQueueError> {
+        for (chain, written) in self.pending.drain(..) {
+            queue.add_used(&chain, written)?;
+            self.chains.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
 }
 
 impl QueueHandler for EchoHandler {
@@ -94,6 +125,10 @@ impl QueueHandler for EchoHandler {
         queue: &mut DeviceQueue,
         mem: &GuestMemoryMap,
     ) -> Result<(), DeviceQueueError> {
+        let mut buf = [0u8; 8];
+        if self.mode == Mode::Async && rustix::io::read(&self.completions, &mut buf).is_ok() {
+            self.complete(queue)?;
+        }
         while let Some(chain) = queue.pop()? {
             let mut written = 0u32;
             for seg in queue.chain(&chain, mem) {
@@ -104,11 +139,34 @@ impl QueueHandler for EchoHandler {
                     written = written.saturating_add(len as u32);
                 }
             }
-            queue.add_used(&chain, written)?;
-            self.chains.fetch_add(1, Ordering::SeqCst);
+            self.pending.push((chain, written));
+        }
+        match self.mode {
+            Mode::Sync => self.complete(queue)?,
+            Mode::Async if !self.pending.is_empty() => {
+                rustix::io::write(&self.completions, &1u64.to_ne_bytes()).unwrap();
+            }
+            _ => {}
         }
         Ok(())
     }
+
+    fn completion_fd(&self) -> Option<BorrowedFd<'_>> {
+        (self.mode == Mode::Async).then(|| self.completions.as_fd())
+    }
+
+    fn drain(
+        &mut self,
+        queue: &mut DeviceQueue,
+        _mem: &GuestMemoryMap,
+    ) -> Result<(), DeviceQueueError> {
+        self.complete(queue)
+    }
+}
+
+fn eventfd_nonblocking() -> OwnedFd {
+    use rustix::event::EventfdFlags;
+    rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap()
 }
 
 /// A running server on a fresh socket path.
@@ -123,10 +181,17 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl Server {
     pub fn start() -> Server {
+        Self::start_with(Mode::Sync)
+    }
+
+    pub fn start_with(mode: Mode) -> Server {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let path =
             std::env::temp_dir().join(format!("vireo-vu-test-{}-{n}.sock", std::process::id()));
-        let device = Arc::new(EchoDevice::default());
+        let device = Arc::new(EchoDevice {
+            mode,
+            ..Default::default()
+        });
         let stop = StopHandle::new().unwrap();
         let mut server = BackendServer::bind(&path).unwrap();
         let (d, s) = (Arc::clone(&device), stop.clone());
