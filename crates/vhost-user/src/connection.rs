@@ -314,4 +314,28 @@ mod tests {
             Err(ConnectionError::TooManyFds { count: 9 })
         );
     }
+
+    #[test]
+    fn more_fds_than_room_in_one_send_is_refused() {
+        let (conn, peer) = pair();
+        let efds: Vec<_> = (0..12)
+            .map(|_| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap())
+            .collect();
+        let borrowed: Vec<_> = efds.iter().map(|f| f.as_fd()).collect();
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(12))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
+        let header = Header::for_request(Request::SET_OWNER, 0, 0).to_bytes();
+        sendmsg(
+            &peer,
+            &[IoSlice::new(&header)],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
+        assert!(matches!(
+            conn.recv(),
+            Err(ConnectionError::TooManyFds { .. })
+        ));
+    }
 }

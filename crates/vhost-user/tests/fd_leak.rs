@@ -103,6 +103,20 @@ fn hostile_sessions(server: &Server) {
         raw_send(&fe, &kick, &fds);
         assert!(fe.is_closed());
     }
+    // More fds in one sendmsg than the receiver has room for (the kernel truncates).
+    {
+        let fe = server.connect();
+        let fds: Vec<_> = (0..12).map(|_| eventfd()).collect();
+        let header = Header {
+            request: Request::SET_VRING_KICK as u32,
+            flags: 1,
+            size: 8,
+        };
+        let mut bytes = header.to_bytes().to_vec();
+        bytes.extend_from_slice(&kick);
+        raw_send(&fe, &bytes, &fds);
+        assert!(fe.is_closed());
+    }
     // Disconnect in the middle of a message that carried fds.
     {
         let fe = server.connect();
@@ -120,7 +134,7 @@ fn raw_send(fe: &Frontend, bytes: &[u8], fds: &[std::os::fd::OwnedFd]) {
     use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
     use std::mem::MaybeUninit;
     let borrowed = borrowed(fds);
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(16))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
     let iov = [std::io::IoSlice::new(bytes)];
