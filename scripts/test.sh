@@ -23,7 +23,13 @@ if [ -x scripts/loom.sh ]; then
   scripts/loom.sh
 fi
 
-if [ "${VIREO_SKIP_E2E:-0}" != 1 ] && [ -x scripts/e2e.sh ]; then
-  stage "end-to-end with real peers"
-  scripts/e2e.sh
+if [ "${VIREO_SKIP_E2E:-0}" != 1 ]; then
+  stage "end-to-end: Linux guest drivers in QEMU against vhost-user-blk backends (qsd, vireo blk)"
+  scripts/e2e.sh --build
+  for f in tests/e2e/frontend-cells.sh; do
+    if [ -x "$f" ]; then
+      stage "end-to-end: Vireo's frontend and blk driver against real backends ($f)"
+      "$f"
+    fi
+  done
 fi
