@@ -213,7 +213,7 @@ pub fn run(
         std::thread::Builder::new()
             .name("vireo-device".into())
             .spawn(move || {
-                let r = device_loop::run(device, &*mem, &opts, &*kick, &*call, &stop);
+                let r = device_loop::run(device, &mem, &opts, &*kick, &*call, &stop);
                 if r.is_err() {
                     stop.store(true, Ordering::SeqCst);
                     call.notify();
@@ -225,7 +225,7 @@ pub fn run(
     let buffers_base = REGION_BASE + ring_bytes as u64;
     let start = Instant::now();
     let driver_result =
-        driver_loop::run(driver, &*mem, buffers_base, options, &*kick, &*call, &stop);
+        driver_loop::run(driver, &mem, buffers_base, options, &*kick, &*call, &stop);
     let elapsed = start.elapsed();
     if driver_result.is_err() {
         stop.store(true, Ordering::SeqCst);
