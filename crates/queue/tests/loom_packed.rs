@@ -14,10 +14,10 @@
 //!   (AVAIL = USED = its wrap counter) with `PUBLISH`; a driver loading `flags` with `CONSUME`
 //!   sees them.
 //!
-//! The ring (2 slots) starts mid-lap: slot 0 was used in the previous lap (flags AVAIL|USED),
-//! both sides are at slot 1 with wrap counter 1. The first buffer goes to slot 1 in wrap 1, the
-//! second to slot 0 in wrap 0, so the model also checks that the stale flags of the previous
-//! lap are never mistaken for a new available or used descriptor (§2.8.1).
+//! The ring (4 slots) starts mid-lap: slots 0 and 1 were used earlier in this lap (flags
+//! AVAIL|USED, wrap counter 1), both sides are at slot 2 with wrap counter 1. Buffers go to
+//! slots 2 and 3 in wrap 1, then slot 0 in wrap 0, so the model also checks that the stale flags
+//! of the previous lap are never mistaken for a new available or used descriptor (§2.8.1).
 //!
 //! Negative controls: the driver's `PUBLISH` or the device's `CONSUME` weakened to `Relaxed`
 //! lets the device read a stale descriptor body; the device's `PUBLISH` or the driver's
@@ -35,11 +35,11 @@ use loom_model::packed::{WrapCounter, F_AVAIL, F_USED};
 use loom_model::{check, Coverage, Orderings};
 
 /// Ring size.
-const SIZE: u16 = 2;
-/// Buffers the driver makes available (one per slot: one in each lap).
-const BUFFERS: u16 = 2;
+const SIZE: u16 = 4;
+/// Buffers the driver makes available (two in this lap, one in the next).
+const BUFFERS: u16 = 3;
 /// Slot where both sides start.
-const START_SLOT: u16 = 1;
+const START_SLOT: u16 = 2;
 /// Wrap counter both sides start with (virtio 1.2 §2.8.1: initialised to 1; this lap is the
 /// first whose slot 1 is used).
 const START_WRAP: WrapCounter = WrapCounter::INITIAL;
@@ -90,8 +90,14 @@ impl PackedRing {
             addr: core::array::from_fn(|_| AtomicU64::new(0)),
             len: core::array::from_fn(|_| AtomicU32::new(0)),
             id: core::array::from_fn(|_| AtomicU16::new(0)),
-            // Slot 0 used in the previous lap (wrap 1); slot 1 never used.
-            flags: [AtomicU16::new(F_AVAIL | F_USED), AtomicU16::new(0)],
+            // Slots before START_SLOT used in this lap (wrap 1); the others never used.
+            flags: core::array::from_fn(|i| {
+                AtomicU16::new(if i < usize::from(START_SLOT) {
+                    START_WRAP.used_flags()
+                } else {
+                    0
+                })
+            }),
         }
     }
 }
@@ -161,7 +167,10 @@ fn model(drv: Orderings, dev: Orderings) -> Coverage {
 #[test]
 fn packed_publish_consume_with_spec_orderings() {
     let reached = model(Orderings::SPEC, Orderings::SPEC);
-    reached.assert_reached(&[(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]);
+    let all: Vec<(u16, u16)> = (0..=BUFFERS)
+        .flat_map(|dev| (0..=dev).map(move |drv| (dev, drv)))
+        .collect();
+    reached.assert_reached(&all);
 }
 
 #[test]
@@ -171,8 +180,9 @@ fn packed_wrap_flags_are_distinct() {
     assert!(!zero.is_avail(F_AVAIL | F_USED) && !zero.is_used(F_AVAIL | F_USED));
     assert!(zero.is_avail(zero.avail_flags()) && !zero.is_used(zero.avail_flags()));
     assert!(one.is_used(one.used_flags()) && !one.is_avail(one.used_flags()));
-    assert_eq!(position(0), (1, one));
-    assert_eq!(position(1), (0, zero));
+    assert_eq!(position(0), (2, one));
+    assert_eq!(position(1), (3, one));
+    assert_eq!(position(2), (0, zero));
 }
 
 /// Bug shown: flags stored Relaxed do not order the body writes before them, so the device
