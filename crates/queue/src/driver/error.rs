@@ -43,7 +43,8 @@ pub enum DriverQueueError {
         /// Length of the range.
         len: u64,
     },
-    /// Queue size is not a power of two between 1 and 32768 (virtio 1.2 §2.7).
+    /// Queue size is not valid for the ring format (split: a power of two up to 32768, virtio
+    /// 1.2 §2.7; packed: 1 to 32768, §2.8).
     InvalidSize {
         /// The size asked for.
         size: u16,
@@ -113,7 +114,8 @@ impl fmt::Display for DriverQueueError {
             DriverQueueError::InvalidSize { size } => {
                 write!(
                     f,
-                    "queue size {size} is not a power of two between 1 and 32768"
+                    "queue size {size} is not valid for the ring format (split: a power of two \
+                     up to 32768; packed: 1 to 32768)"
                 )
             }
             DriverQueueError::AreaTooSmall { needed, available } => write!(
@@ -158,15 +160,16 @@ impl core::error::Error for DriverQueueError {}
 /// A ring rule the device broke (or ring memory that could not be accessed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceViolation {
-    /// Used element names a descriptor outside the table (virtio 1.2 §2.7.8).
+    /// Used element names an id outside the queue (split: a descriptor outside the table,
+    /// virtio 1.2 §2.7.8; packed: a buffer id of at least the queue size, §2.8.13).
     UsedIdOutOfRange {
         /// The id the device wrote.
         id: u32,
         /// Queue size.
         size: u16,
     },
-    /// Used element names a descriptor that is not the head of a buffer made available to the
-    /// device (virtio 1.2 §2.7.8).
+    /// Used element names an id that is not that of a buffer made available to the device
+    /// (virtio 1.2 §2.7.8, §2.8.13), or a buffer already returned.
     UsedIdNotInFlight {
         /// The id the device wrote.
         id: u32,
@@ -187,6 +190,16 @@ pub enum DeviceViolation {
         /// Buffers the device could have used.
         available: u16,
     },
+    /// With IN_ORDER, a used element names the last buffer of a batch longer than the used
+    /// index moved (virtio 1.2 §2.7.9: the index moves by the size of the batch).
+    InOrderBatchPastUsedIndex {
+        /// The id the device wrote.
+        id: u32,
+        /// Buffers the batch covers (from the oldest in flight to `id`).
+        batch: u32,
+        /// Entries the used index moved by that were not consumed yet.
+        used: u16,
+    },
     /// Ring memory access failed.
     Memory(MemoryError),
 }
@@ -196,12 +209,12 @@ impl fmt::Display for DeviceViolation {
         match *self {
             DeviceViolation::UsedIdOutOfRange { id, size } => write!(
                 f,
-                "used element names descriptor {id}, outside the table of {size} descriptors"
+                "used element names id {id}, outside the queue of {size} descriptors"
             ),
             DeviceViolation::UsedIdNotInFlight { id } => write!(
                 f,
-                "used element names descriptor {id}, which is not the head of a buffer made \
-                 available to the device"
+                "used element names id {id}, which is not that of a buffer made available to \
+                 the device, or a buffer already returned"
             ),
             DeviceViolation::UsedLengthTooLarge { written, writable } => write!(
                 f,
@@ -215,6 +228,11 @@ impl fmt::Display for DeviceViolation {
                 f,
                 "used index {used_idx} moved further than the buffers made available \
                  ({available} after {last_used})"
+            ),
+            DeviceViolation::InOrderBatchPastUsedIndex { id, batch, used } => write!(
+                f,
+                "in order, used element names id {id}, the last of a batch of {batch} buffers, \
+                 but the used index moved by {used} only"
             ),
             DeviceViolation::Memory(e) => write!(f, "ring memory access failed: {e}"),
         }

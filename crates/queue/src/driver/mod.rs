@@ -18,7 +18,9 @@
 //! [`DriverQueue`] is the format-independent face; [`SplitDriverQueue`] is the split ring
 //! (virtio 1.2 §2.7).
 
+mod buffer;
 mod error;
+mod in_order;
 mod layout;
 mod shadow;
 mod split;

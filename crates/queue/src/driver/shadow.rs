@@ -8,7 +8,12 @@
 //!
 //! The free list is a singly linked list through `next`. A direct chain is carved off the front
 //! of the list, so its links are the list's own links, and freeing it splices the whole chain
-//! back in one step, whatever its length.
+//! back in one step, whatever its length: at the front ([`FreeOrder::Lifo`], the most recently
+//! used entries first) or at the back ([`FreeOrder::Fifo`], for IN_ORDER: entries taken in order
+//! and returned in order come round again in the same order, virtio 1.2 §2.7.9).
+//!
+//! A split ring keeps descriptors in the list (a buffer holds its chain); a packed ring keeps
+//! buffer ids (a buffer holds one id, its descriptors live in the ring).
 
 use alloc::vec::Vec;
 
@@ -19,21 +24,37 @@ pub(super) struct InFlight<T> {
     pub token: T,
     /// Last descriptor of the chain in the table (the head itself for an indirect buffer).
     pub tail: u16,
-    /// Descriptors the buffer holds in the table.
+    /// Free-list entries the buffer holds (split: descriptors in the table; packed: 1, its id).
     pub count: u16,
+    /// Descriptors the buffer occupies in the table or ring.
+    pub descs: u16,
+    /// Position of the buffer in the order buffers were added (free-running).
+    pub seq: u16,
     /// Device-writable bytes in the buffer.
     pub writable: u64,
     /// The head has been published in the available ring (the device may use the buffer).
     pub published: bool,
 }
 
-/// Free list and in-flight table for a queue of `size` descriptors.
+/// Where freed entries go back into the free list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FreeOrder {
+    /// At the front: reused first.
+    Lifo,
+    /// At the back: entries are reused in the order they were first taken (IN_ORDER).
+    Fifo,
+}
+
+/// Free list and in-flight table for a queue of `size` entries.
 #[derive(Debug)]
 pub(super) struct Shadow<T> {
-    /// `next[i]`: the descriptor after `i`, in the free list or in its chain.
+    /// `next[i]`: the entry after `i`, in the free list or in its chain.
     next: Vec<u16>,
-    /// First free descriptor (meaningless when `free` is 0).
+    /// First free entry (meaningless when `free` is 0).
     free_head: u16,
+    /// Last free entry (meaningful only with [`FreeOrder::Fifo`] and `free` not 0).
+    free_tail: u16,
+    order: FreeOrder,
     /// Number of free descriptors.
     free: u16,
     /// `in_flight[head]`: the buffer whose chain starts at `head`.
@@ -43,11 +64,13 @@ pub(super) struct Shadow<T> {
 }
 
 impl<T> Shadow<T> {
-    /// All `size` descriptors free, nothing in flight (allocates: construction only).
-    pub fn new(size: u16) -> Self {
+    /// All `size` entries free, nothing in flight (allocates: construction only).
+    pub fn new(size: u16, order: FreeOrder) -> Self {
         let mut s = Shadow {
             next: alloc::vec![0; usize::from(size)],
             free_head: 0,
+            free_tail: size.saturating_sub(1),
+            order,
             free: 0,
             in_flight: Vec::with_capacity(usize::from(size)),
             in_flight_count: 0,
@@ -63,6 +86,7 @@ impl<T> Shadow<T> {
             *n = i;
         }
         self.free_head = 0;
+        self.free_tail = size.saturating_sub(1);
         self.free = size;
     }
 
@@ -100,6 +124,11 @@ impl<T> Shadow<T> {
         })
     }
 
+    /// The first free entry (a packed buffer's id), if any.
+    pub fn next_free(&self) -> Option<u16> {
+        (self.free != 0).then_some(self.free_head)
+    }
+
     /// Takes the first `buffer.count` free descriptors, whose last is `buffer.tail` (as
     /// [`Self::peek_chain`] showed them), for `buffer`; returns the head descriptor.
     pub fn take(&mut self, buffer: InFlight<T>) -> u16 {
@@ -130,10 +159,24 @@ impl<T> Shadow<T> {
     /// Removes the buffer whose chain starts at `head` and frees its descriptors.
     pub fn release(&mut self, head: u16) -> Option<InFlight<T>> {
         let buffer = self.in_flight.get_mut(usize::from(head))?.take()?;
-        if let Some(n) = self.next.get_mut(usize::from(buffer.tail)) {
-            *n = self.free_head;
+        match self.order {
+            FreeOrder::Fifo if self.free != 0 => {
+                if let Some(n) = self.next.get_mut(usize::from(self.free_tail)) {
+                    *n = head;
+                }
+                self.free_tail = buffer.tail;
+            }
+            FreeOrder::Fifo => {
+                self.free_head = head;
+                self.free_tail = buffer.tail;
+            }
+            FreeOrder::Lifo => {
+                if let Some(n) = self.next.get_mut(usize::from(buffer.tail)) {
+                    *n = self.free_head;
+                }
+                self.free_head = head;
+            }
         }
-        self.free_head = head;
         self.free = self.free.saturating_add(buffer.count);
         self.in_flight_count = self.in_flight_count.saturating_sub(1);
         Some(buffer)
@@ -155,6 +198,8 @@ mod tests {
             token,
             tail,
             count,
+            descs: count,
+            seq: 0,
             writable: 0,
             published: false,
         }
@@ -162,7 +207,7 @@ mod tests {
 
     #[test]
     fn chains_come_off_the_front_and_go_back_whole() {
-        let mut s = Shadow::<u32>::new(4);
+        let mut s = Shadow::<u32>::new(4, FreeOrder::Lifo);
         let chain: Vec<_> = s.peek_chain(3).collect();
         assert_eq!(chain, [(0, 1), (1, 2), (2, 3)]);
         assert_eq!(s.take(buffer(7, 2, 3)), 0);
@@ -186,5 +231,27 @@ mod tests {
             (s.num_free(), s.len_in_flight(), s.first_in_flight()),
             (4, 0, None)
         );
+    }
+
+    #[test]
+    fn fifo_reuses_entries_in_the_order_first_taken() {
+        // IN_ORDER (virtio 1.2 §2.7.9): chains go round the table in order when they are
+        // returned in the order they were taken.
+        let mut s = Shadow::<u32>::new(4, FreeOrder::Fifo);
+        let mut heads = vec![];
+        for round in 0..3u32 {
+            let mut taken = vec![];
+            for (token, count) in [(0, 2), (1, 1)] {
+                let last = s.peek_chain(count).last().map(|(i, _)| i).unwrap();
+                taken.push(s.take(buffer(round * 2 + token, last, count)));
+            }
+            for &h in &taken {
+                assert!(s.release(h).is_some());
+            }
+            heads.extend(taken);
+        }
+        assert_eq!(heads, [0, 2, 3, 1, 2, 0]);
+        let order: Vec<_> = s.peek_chain(4).map(|(i, _)| i).collect();
+        assert_eq!(order, [1, 2, 3, 0]);
     }
 }

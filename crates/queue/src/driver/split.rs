@@ -5,15 +5,15 @@
 mod kick;
 mod used;
 
-use alloc::vec::Vec;
-
 use vireo_memory::{MemoryError, SharedArea, SharedSlice};
 use vireo_spec::split::{avail, desc, used as used_ring, MAX_QUEUE_SIZE};
 use vireo_spec::Features;
 
+use super::buffer::{self, TableFormat};
 use super::error::{DeviceViolation, DriverQueueError};
+use super::in_order::AddOrder;
 use super::layout::RingLayout;
-use super::shadow::{InFlight, Shadow};
+use super::shadow::{FreeOrder, InFlight, Shadow};
 use super::{BufferSegment, DriverQueueOptions};
 use crate::ordering::FIELD;
 use crate::{QueueConfig, RingAddresses};
@@ -36,10 +36,14 @@ pub struct SplitDriverQueue<T> {
     features: Features,
     layout: RingLayout,
     event_idx: bool,
+    /// VIRTIO_F_IN_ORDER: descriptors go round the table in order and the device may report a
+    /// batch with one used element (virtio 1.2 §2.7.9).
+    in_order: bool,
     /// Free descriptors and buffers in flight.
     shadow: Shadow<T>,
-    /// `avail_heads[i % size]`: the head written in available-ring slot `i` (private copy).
-    avail_heads: Vec<u16>,
+    /// The head written in each available-ring slot (private copy: the sequence number of a
+    /// buffer is its available-ring index), and the IN_ORDER batch being returned.
+    order: AddOrder,
     /// Free-running index of the next available-ring slot to fill.
     avail_next: u16,
     /// The `avail.idx` last published.
@@ -70,8 +74,8 @@ impl<T> SplitDriverQueue<T> {
     /// A split queue of `size` descriptors (a power of two up to 32768, virtio 1.2 §2.7) laid
     /// out in `area`, whose first byte the device sees at `guest_addr`. `area` must hold
     /// [`super::required_size`] bytes and be 16-byte aligned (on both sides); the ring part of
-    /// it is zeroed. `features` are the negotiated ones (INDIRECT_DESC and EVENT_IDX are used;
-    /// IN_ORDER is not implemented and must not be negotiated).
+    /// it is zeroed. `features` are the negotiated ones (INDIRECT_DESC, EVENT_IDX and IN_ORDER
+    /// are used).
     pub fn new(
         area: SharedArea,
         guest_addr: u64,
@@ -99,7 +103,12 @@ impl<T> SplitDriverQueue<T> {
         if guest_addr % desc::ALIGN != 0 || (area.slice().as_ptr() as usize) % 16 != 0 {
             return Err(DriverQueueError::AreaMisaligned { align: desc::ALIGN });
         }
-        let avail_heads = alloc::vec![0; usize::from(size)];
+        let in_order = features.has(Features::IN_ORDER);
+        let free_order = if in_order {
+            FreeOrder::Fifo
+        } else {
+            FreeOrder::Lifo
+        };
         let mut q = SplitDriverQueue {
             area,
             guest_addr,
@@ -107,8 +116,9 @@ impl<T> SplitDriverQueue<T> {
             features,
             layout,
             event_idx: features.has(Features::EVENT_IDX),
-            shadow: Shadow::new(size),
-            avail_heads,
+            in_order,
+            shadow: Shadow::new(size, free_order),
+            order: AddOrder::new(size),
             avail_next: 0,
             avail_published: 0,
             avail_decided: 0,
@@ -178,55 +188,31 @@ impl<T> SplitDriverQueue<T> {
         token: T,
     ) -> Result<(), DriverQueueError> {
         self.check_usable()?;
-        let count = readable.len().saturating_add(writable.len());
-        let n = match u16::try_from(count) {
-            Ok(0) => return Err(DriverQueueError::EmptyBuffer),
-            Ok(n) if n <= self.size => n,
-            _ => {
-                let max = usize::from(self.size);
-                return Err(DriverQueueError::TooManySegments { count, max });
-            }
-        };
-        for (index, seg) in readable.iter().chain(writable).enumerate() {
-            if seg.len == 0 {
-                return Err(DriverQueueError::ZeroLengthSegment { index });
-            }
-            let len = u64::from(seg.len);
-            if seg.addr.checked_add(len).is_none() {
-                return Err(DriverQueueError::AddressOverflow {
-                    addr: seg.addr,
-                    len,
-                });
-            }
-        }
+        let n = buffer::check_segments(readable, writable, self.size)?;
         let indirect = n >= 2 && n <= self.layout.indirect_table_len;
         let needed = if indirect { 1 } else { n };
         let free = self.shadow.num_free();
         if needed > free {
             return Err(DriverQueueError::QueueFull { needed, free });
         }
-        let segments = readable
-            .iter()
-            .map(|s| (s, 0))
-            .chain(writable.iter().map(|s| (s, desc::F_WRITE)));
         let written = if indirect {
-            self.write_indirect(segments, n)
+            self.write_indirect(readable, writable, n)
         } else {
-            self.write_direct(segments, n)
+            self.write_direct(readable, writable, n)
         };
         let (head, tail) = written.map_err(|e| self.fail(DeviceViolation::Memory(e)))?;
-        let slot = self.avail_next % self.size;
+        let seq = self.avail_next;
+        let slot = seq % self.size;
         let avail_slot = self.layout.driver_area + avail::RING + 2 * usize::from(slot);
         self.store_u16(avail_slot, head, FIELD)?;
-        if let Some(h) = self.avail_heads.get_mut(usize::from(slot)) {
-            *h = head;
-        }
-        let writable_bytes = writable.iter().map(|s| u64::from(s.len)).sum();
+        self.order.record(seq, head);
         let buffer = InFlight {
             token,
             tail,
             count: needed,
-            writable: writable_bytes,
+            descs: needed,
+            seq,
+            writable: buffer::writable_bytes(writable),
             published: false,
         };
         self.shadow.take(buffer);
@@ -235,13 +221,15 @@ impl<T> SplitDriverQueue<T> {
     }
 
     /// Writes a direct chain of `n` descriptors off the free list; returns (head, tail).
-    fn write_direct<'s>(
+    fn write_direct(
         &self,
-        segments: impl Iterator<Item = (&'s BufferSegment, u16)>,
+        readable: &[BufferSegment],
+        writable: &[BufferSegment],
         n: u16,
     ) -> Result<(u16, u16), MemoryError> {
         let ring = self.area.slice();
         let mut head_tail = (0, 0);
+        let segments = buffer::segments(readable, writable);
         for (i, ((seg, flags), (index, next))) in
             (1u16..).zip(segments.zip(self.shadow.peek_chain(n)))
         {
@@ -259,29 +247,18 @@ impl<T> SplitDriverQueue<T> {
 
     /// Writes `n` segments into the indirect table of the next free descriptor, and that
     /// descriptor pointing at the table (virtio 1.2 §2.7.5.3); returns (head, head).
-    fn write_indirect<'s>(
+    fn write_indirect(
         &self,
-        segments: impl Iterator<Item = (&'s BufferSegment, u16)>,
+        readable: &[BufferSegment],
+        writable: &[BufferSegment],
         n: u16,
     ) -> Result<(u16, u16), MemoryError> {
         let ring = self.area.slice();
-        let head = self
-            .shadow
-            .peek_chain(1)
-            .next()
-            .map_or(0, |(index, _)| index);
+        let head = self.shadow.next_free().unwrap_or(0);
         let table = self.layout.indirect_table(head);
-        for (i, (seg, flags)) in (1u16..).zip(segments) {
-            let (flags, next) = if i < n {
-                (flags | desc::F_NEXT, i)
-            } else {
-                (flags, 0)
-            };
-            let offset = table + desc::SIZE * usize::from(i - 1);
-            write_desc(&ring, offset, seg.addr, seg.len, flags, next)?;
-        }
+        let table_len =
+            buffer::write_table(&ring, table, readable, writable, n, TableFormat::Split)?;
         let table_addr = self.guest_addr.wrapping_add(table as u64);
-        let table_len = u32::from(n) * desc::SIZE as u32;
         let offset = self.layout.desc_table + desc::SIZE * usize::from(head);
         write_desc(&ring, offset, table_addr, table_len, desc::F_INDIRECT, 0)?;
         Ok((head, head))

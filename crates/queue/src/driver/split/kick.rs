@@ -23,10 +23,7 @@ impl<T> SplitDriverQueue<T> {
         let new = self.avail_next.wrapping_sub(self.avail_published);
         let mut pos = self.avail_published;
         while pos != self.avail_next {
-            let head = self.avail_heads.get(usize::from(pos % self.size)).copied();
-            if let Some(head) = head {
-                self.shadow.mark_published(head);
-            }
+            self.shadow.mark_published(self.order.id(pos));
             pos = pos.wrapping_add(1);
         }
         self.published_since_decision = self.published_since_decision.saturating_add(new.into());

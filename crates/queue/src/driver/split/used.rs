@@ -5,6 +5,7 @@ use vireo_spec::split::{avail, used as used_ring};
 
 use super::{SplitDriverQueue, UsedNotifications};
 use crate::driver::error::{DeviceViolation, DriverQueueError};
+use crate::driver::in_order;
 use crate::driver::UsedBuffer;
 use crate::ordering::{self, CONSUME, FIELD};
 
@@ -16,6 +17,10 @@ impl<T> SplitDriverQueue<T> {
     /// length is at most the buffer's device-writable bytes, and `used.idx` never runs further
     /// ahead than the buffers in flight. A violation latches the queue broken.
     ///
+    /// With IN_ORDER (§2.7.9) an element naming a buffer after the oldest in flight stands for
+    /// every buffer up to that one (the used index moved by as many): they come back one call at
+    /// a time, oldest first, those before it with 0 bytes written.
+    ///
     /// With EVENT_IDX and notifications enabled, `used_event` follows the next element to read
     /// (§2.7.7), so the device notifies when it uses more; before `used.idx` is read again a full
     /// fence orders that store before the read (once per batch, not per buffer). To wait for a
@@ -23,6 +28,9 @@ impl<T> SplitDriverQueue<T> {
     /// until it answers `false`) first.
     pub fn pop_used(&mut self) -> Result<Option<UsedBuffer<T>>, DriverQueueError> {
         self.check_usable()?;
+        if let Some((head, written)) = self.order.next_in_batch(self.last_used) {
+            return self.give_back(head, written).map(Some);
+        }
         if self.last_used == self.used_seen {
             self.refresh_used()?;
             if self.last_used == self.used_seen {
@@ -42,27 +50,45 @@ impl<T> SplitDriverQueue<T> {
                 }))
             }
         };
-        match self.shadow.get(head) {
-            Some(b) if b.published => {
-                if u64::from(written) > b.writable {
-                    let writable = b.writable;
-                    let v = DeviceViolation::UsedLengthTooLarge { written, writable };
-                    return Err(self.fail(v));
-                }
-            }
+        let (seq, writable) = match self.shadow.get(head) {
+            Some(b) if b.published => (b.seq, b.writable),
             _ => return Err(self.fail(DeviceViolation::UsedIdNotInFlight { id })),
+        };
+        if u64::from(written) > writable {
+            let v = DeviceViolation::UsedLengthTooLarge { written, writable };
+            return Err(self.fail(v));
         }
+        if self.in_order {
+            // virtio 1.2 §2.7.9: the element may stand for every buffer from the oldest in
+            // flight to this one; used.idx moved by the size of that batch.
+            let batch = in_order::batch_len(self.last_used, seq);
+            let used = self.used_seen.wrapping_sub(self.last_used);
+            if batch > u32::from(used) {
+                let v = DeviceViolation::InOrderBatchPastUsedIndex { id, batch, used };
+                return Err(self.fail(v));
+            }
+            self.order.begin_batch(self.last_used, seq, written);
+            if let Some((oldest, written)) = self.order.next_in_batch(self.last_used) {
+                return self.give_back(oldest, written).map(Some);
+            }
+        }
+        self.give_back(head, written).map(Some)
+    }
+
+    /// Returns the (validated) buffer whose chain starts at `head`, consuming one used element.
+    fn give_back(&mut self, head: u16, written: u32) -> Result<UsedBuffer<T>, DriverQueueError> {
         let Some(buffer) = self.shadow.release(head) else {
+            let id = u32::from(head);
             return Err(self.fail(DeviceViolation::UsedIdNotInFlight { id }));
         };
         self.last_used = self.last_used.wrapping_add(1);
         if self.event_idx && self.notifications == UsedNotifications::Enabled {
             self.write_used_event(self.last_used)?;
         }
-        Ok(Some(UsedBuffer {
+        Ok(UsedBuffer {
             token: buffer.token,
             written,
-        }))
+        })
     }
 
     /// Reads `used.idx` (after moving `used_event` and a full fence, when the device is to
@@ -159,7 +185,7 @@ impl<T> SplitDriverQueue<T> {
         }
         self.zero_ring()?;
         self.shadow.reset();
-        self.avail_heads.iter_mut().for_each(|h| *h = 0);
+        self.order.reset();
         self.avail_next = 0;
         self.avail_published = 0;
         self.avail_decided = 0;

@@ -1,0 +1,110 @@
+//! Buffers in the order they were added, and IN_ORDER batches (virtio 1.2 §2.7.9 for the split
+//! format, §2.8.8 for the packed one, both "In-order use of descriptors").
+//!
+//! Each buffer gets a free-running sequence number when it is added; `ids[seq % size]` is its
+//! id (split: head descriptor; packed: buffer id). At most `size` buffers are in flight, so
+//! the entries of those in flight are never overwritten.
+//!
+//! With IN_ORDER the device uses buffers in the order they were made available and may report
+//! a whole batch with one used entry naming its last buffer. The driver then returns every
+//! buffer up to and including that one, oldest first: all but the last with 0 bytes written,
+//! the last with the entry's length. [`AddOrder`] holds such a batch while its buffers are
+//! returned one `pop_used` at a time.
+
+use alloc::vec::Vec;
+
+/// A batch being returned: the sequence number of its last buffer and the length reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Batch {
+    last: u16,
+    written: u32,
+}
+
+/// The ids of the buffers in flight by sequence number, and the IN_ORDER batch being returned.
+#[derive(Debug)]
+pub(super) struct AddOrder {
+    ids: Vec<u16>,
+    batch: Option<Batch>,
+}
+
+impl AddOrder {
+    /// Room for `size` buffers (allocates: construction only).
+    pub fn new(size: u16) -> Self {
+        AddOrder {
+            ids: alloc::vec![0; usize::from(size)],
+            batch: None,
+        }
+    }
+
+    fn slot(&self, seq: u16) -> usize {
+        usize::from(seq) % self.ids.len().max(1)
+    }
+
+    /// Records that buffer `id` got sequence number `seq`.
+    pub fn record(&mut self, seq: u16, id: u16) {
+        let slot = self.slot(seq);
+        if let Some(i) = self.ids.get_mut(slot) {
+            *i = id;
+        }
+    }
+
+    /// The id of the buffer with sequence number `seq`.
+    pub fn id(&self, seq: u16) -> u16 {
+        self.ids.get(self.slot(seq)).copied().unwrap_or(0)
+    }
+
+    /// Starts returning a batch that ends with the buffer numbered `last`, `written` bytes
+    /// reported for it; `oldest` is the number of the oldest buffer in flight, returned next.
+    /// A batch of one buffer is no batch: nothing to remember.
+    pub fn begin_batch(&mut self, oldest: u16, last: u16, written: u32) {
+        if last != oldest {
+            self.batch = Some(Batch { last, written });
+        }
+    }
+
+    /// While a batch is being returned: the id of the oldest buffer (numbered `oldest`) and the
+    /// bytes to report for it (0 except for the batch's last buffer, which ends the batch).
+    pub fn next_in_batch(&mut self, oldest: u16) -> Option<(u16, u32)> {
+        let batch = self.batch?;
+        let written = if oldest == batch.last {
+            self.batch = None;
+            batch.written
+        } else {
+            0
+        };
+        Some((self.id(oldest), written))
+    }
+
+    /// Forgets the batch (the queue is reset).
+    pub fn reset(&mut self) {
+        self.batch = None;
+    }
+}
+
+/// Buffers a used entry covers in IN_ORDER mode: from the oldest in flight (numbered `oldest`)
+/// to the one it names (numbered `named`), both included.
+pub(super) fn batch_len(oldest: u16, named: u16) -> u32 {
+    u32::from(named.wrapping_sub(oldest)) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_returns_every_buffer_up_to_the_named_one() {
+        let mut o = AddOrder::new(4);
+        for (seq, id) in (65534u16..).zip([7, 8, 9]) {
+            o.record(seq, id);
+        }
+        assert_eq!(o.next_in_batch(65534), None, "no batch yet");
+        assert_eq!(batch_len(65534, 0), 3, "across the 16-bit wrap");
+        o.begin_batch(65534, 0, 100);
+        assert_eq!(o.next_in_batch(65534), Some((7, 0)));
+        assert_eq!(o.next_in_batch(65535), Some((8, 0)));
+        assert_eq!(o.next_in_batch(0), Some((9, 100)));
+        assert_eq!(o.next_in_batch(1), None, "the batch ended");
+        o.begin_batch(1, 1, 5);
+        assert_eq!(o.next_in_batch(1), None, "one buffer is no batch");
+    }
+}
