@@ -13,6 +13,7 @@
 pub mod backend;
 pub mod connection;
 pub mod device;
+pub mod frontend;
 pub mod message;
 mod worker;
 
