@@ -75,6 +75,11 @@ impl AddOrder {
         Some((self.id(oldest), written))
     }
 
+    /// True while a batch is being returned.
+    pub fn has_batch(&self) -> bool {
+        self.batch.is_some()
+    }
+
     /// Forgets the batch (the queue is reset).
     pub fn reset(&mut self) {
         self.batch = None;

@@ -7,16 +7,19 @@
 //! Both formats are followed, when indirect descriptors are in use, by a pool of indirect tables
 //! (16-byte aligned), one table per descriptor slot, so a buffer never allocates.
 
+use vireo_memory::SharedArea;
+use vireo_spec::packed;
 use vireo_spec::split::{avail, desc, used};
 use vireo_spec::Features;
 
+use super::error::DriverQueueError;
 use super::DriverQueueOptions;
 use crate::RingFormat;
 
 /// Size of one event suppression structure of a packed ring (virtio 1.2 §2.8.10).
-const PACKED_EVENT_SIZE: usize = 4;
+const PACKED_EVENT_SIZE: usize = packed::event::SIZE;
 /// Alignment of a packed ring's event suppression structures (virtio 1.2 §2.8).
-const PACKED_EVENT_ALIGN: usize = 4;
+const PACKED_EVENT_ALIGN: usize = packed::event::ALIGN as usize;
 /// Alignment of the descriptor table or ring, and of each indirect table.
 const DESC_ALIGN: usize = desc::ALIGN as usize;
 
@@ -95,6 +98,29 @@ impl RingLayout {
             indirect_table_len,
             total,
         }
+    }
+
+    /// Checks that `area`, seen by the device at `guest_addr`, can hold this layout: large
+    /// enough, 16-byte aligned on both sides (the strictest alignment of either format, virtio
+    /// 1.2 §2.7, §2.8), and not running past the end of the address space.
+    pub fn check_area(&self, area: &SharedArea, guest_addr: u64) -> Result<(), DriverQueueError> {
+        if area.len() < self.total {
+            return Err(DriverQueueError::AreaTooSmall {
+                needed: self.total,
+                available: area.len(),
+            });
+        }
+        let total = self.total as u64;
+        if guest_addr.checked_add(total).is_none() {
+            return Err(DriverQueueError::AddressOverflow {
+                addr: guest_addr,
+                len: total,
+            });
+        }
+        if guest_addr % desc::ALIGN != 0 || (area.slice().as_ptr() as usize) % DESC_ALIGN != 0 {
+            return Err(DriverQueueError::AreaMisaligned { align: desc::ALIGN });
+        }
+        Ok(())
     }
 
     /// Byte offset of the indirect table that belongs to descriptor slot `slot`.

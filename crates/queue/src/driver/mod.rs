@@ -16,20 +16,26 @@
 //! Memory is allocated only when a queue is made.
 //!
 //! [`DriverQueue`] is the format-independent face; [`SplitDriverQueue`] is the split ring
-//! (virtio 1.2 §2.7).
+//! (virtio 1.2 §2.7), [`PackedDriverQueue`] the packed one (§2.8). Both understand IN_ORDER
+//! (§2.7.9, §2.8.8: ids handed out in order, a batch reported by its last buffer) and give the
+//! NOTIFICATION_DATA value (§2.9).
 
 mod buffer;
 mod error;
 mod in_order;
 mod layout;
+mod packed;
+mod ring;
 mod shadow;
 mod split;
 
 use vireo_memory::SharedArea;
+use vireo_spec::notification::NotificationData;
 use vireo_spec::Features;
 
 pub use error::{DeviceViolation, DriverQueueError};
 pub use layout::RingLayout;
+pub use packed::PackedDriverQueue;
 pub use split::SplitDriverQueue;
 
 use crate::{QueueConfig, RingAddresses, RingFormat};
@@ -90,11 +96,30 @@ pub fn required_size(
     RingLayout::new(format, size, features, options).total
 }
 
+/// Whether the driver wants used-buffer notifications (virtio 1.2 §2.7.7, §2.8.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UsedNotifications {
+    Enabled,
+    Disabled,
+}
+
 /// A driver-side virtqueue of either ring format, holding a token of type `T` per buffer.
 #[derive(Debug)]
 pub enum DriverQueue<T> {
     /// Split virtqueue (virtio 1.2 §2.7).
     Split(SplitDriverQueue<T>),
+    /// Packed virtqueue (virtio 1.2 §2.8).
+    Packed(PackedDriverQueue<T>),
+}
+
+/// `$body` with `$q` bound to the queue of whichever format `$self` holds.
+macro_rules! each {
+    ($self:expr, $q:ident => $body:expr) => {
+        match $self {
+            DriverQueue::Split($q) => $body,
+            DriverQueue::Packed($q) => $body,
+        }
+    };
 }
 
 impl<T> DriverQueue<T> {
@@ -112,7 +137,9 @@ impl<T> DriverQueue<T> {
             RingFormat::Split => {
                 SplitDriverQueue::new(area, guest_addr, size, features, options).map(Self::Split)
             }
-            format @ RingFormat::Packed => Err(DriverQueueError::FormatNotSupported { format }),
+            RingFormat::Packed => {
+                PackedDriverQueue::new(area, guest_addr, size, features, options).map(Self::Packed)
+            }
         }
     }
 
@@ -120,21 +147,18 @@ impl<T> DriverQueue<T> {
     pub fn format(&self) -> RingFormat {
         match self {
             DriverQueue::Split(_) => RingFormat::Split,
+            DriverQueue::Packed(_) => RingFormat::Packed,
         }
     }
 
     /// Where the ring's parts are, to tell the device.
     pub fn addresses(&self) -> RingAddresses {
-        match self {
-            DriverQueue::Split(q) => q.addresses(),
-        }
+        each!(self, q => q.addresses())
     }
 
     /// Everything the device side needs to attach to this ring (size, addresses, features).
     pub fn config(&self) -> QueueConfig {
-        match self {
-            DriverQueue::Split(q) => q.config(),
-        }
+        each!(self, q => q.config())
     }
 
     /// Adds a buffer: `readable` segments (the device reads them), then `writable` ones (the
@@ -146,94 +170,87 @@ impl<T> DriverQueue<T> {
         writable: &[BufferSegment],
         token: T,
     ) -> Result<(), DriverQueueError> {
-        match self {
-            DriverQueue::Split(q) => q.add(readable, writable, token),
-        }
+        each!(self, q => q.add(readable, writable, token))
     }
 
     /// Makes every buffer added so far visible to the device.
     pub fn publish(&mut self) -> Result<(), DriverQueueError> {
-        match self {
-            DriverQueue::Split(q) => q.publish(),
-        }
+        each!(self, q => q.publish())
     }
 
     /// Publishes, then answers whether the device wants a notification for the buffers
     /// published since the last answer.
     pub fn kick_prepare(&mut self) -> Result<bool, DriverQueueError> {
-        match self {
-            DriverQueue::Split(q) => q.kick_prepare(),
-        }
+        each!(self, q => q.kick_prepare())
     }
 
     /// The next used buffer, `Ok(None)` if there is none yet.
     pub fn pop_used(&mut self) -> Result<Option<UsedBuffer<T>>, DriverQueueError> {
-        match self {
-            DriverQueue::Split(q) => q.pop_used(),
-        }
+        each!(self, q => q.pop_used())
     }
 
     /// Asks the device not to notify about used buffers (a hint the device may ignore).
     pub fn disable_used_notifications(&mut self) -> Result<(), DriverQueueError> {
-        match self {
-            DriverQueue::Split(q) => q.disable_used_notifications(),
-        }
+        each!(self, q => q.disable_used_notifications())
     }
 
     /// Asks the device to notify about used buffers again; `true` means used buffers are
     /// already waiting (no notification will come for them: poll again).
     pub fn enable_used_notifications(&mut self) -> Result<bool, DriverQueueError> {
-        match self {
-            DriverQueue::Split(q) => q.enable_used_notifications(),
-        }
+        each!(self, q => q.enable_used_notifications())
     }
 
     /// After a device reset: the token of one buffer not yet returned by `pop_used`, `None`
     /// when there are no more. Then [`Self::reset`] before using the queue again.
     pub fn detach_unused(&mut self) -> Option<T> {
-        match self {
-            DriverQueue::Split(q) => q.detach_unused(),
-        }
+        each!(self, q => q.detach_unused())
     }
 
-    /// Zeroes the ring and starts over (no buffer may be in flight: detach them first).
+    /// The value to send with an available-buffer notification when
+    /// VIRTIO_F_NOTIFICATION_DATA is negotiated (virtio 1.2 §2.9): `queue_index` and where the
+    /// driver's next available entry goes (split: the available index; packed: offset and
+    /// wrap counter), everything before it published.
+    pub fn notification_data(&self, queue_index: u16) -> NotificationData {
+        each!(self, q => q.notification_data(queue_index))
+    }
+
+    /// Zeroes the ring and starts over (no buffer may be in flight: detach them first). After a
+    /// device reset (virtio 1.2 §2.4), or a reset of this queue alone with RING_RESET (§2.6.1):
+    /// [`Self::detach_unused`] returns each buffer in flight once, then this re-initialises the
+    /// ring so the queue can be enabled again.
     pub fn reset(&mut self) -> Result<(), DriverQueueError> {
-        match self {
-            DriverQueue::Split(q) => q.reset(),
-        }
+        each!(self, q => q.reset())
     }
 
     /// Free descriptors.
     pub fn num_free(&self) -> u16 {
-        match self {
-            DriverQueue::Split(q) => q.num_free(),
-        }
+        each!(self, q => q.num_free())
     }
 
     /// Buffers added and not yet returned.
     pub fn len_in_flight(&self) -> u16 {
-        match self {
-            DriverQueue::Split(q) => q.len_in_flight(),
-        }
+        each!(self, q => q.len_in_flight())
     }
 
     /// Number of descriptors.
     pub fn size(&self) -> u16 {
-        match self {
-            DriverQueue::Split(q) => q.size(),
-        }
+        each!(self, q => q.size())
     }
 
     /// True once the device broke a ring rule.
     pub fn is_broken(&self) -> bool {
-        match self {
-            DriverQueue::Split(q) => q.is_broken(),
-        }
+        each!(self, q => q.is_broken())
     }
 }
 
 impl<T> From<SplitDriverQueue<T>> for DriverQueue<T> {
     fn from(q: SplitDriverQueue<T>) -> Self {
         DriverQueue::Split(q)
+    }
+}
+
+impl<T> From<PackedDriverQueue<T>> for DriverQueue<T> {
+    fn from(q: PackedDriverQueue<T>) -> Self {
+        DriverQueue::Packed(q)
     }
 }

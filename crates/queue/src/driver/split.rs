@@ -13,23 +13,18 @@ use super::buffer::{self, TableFormat};
 use super::error::{DeviceViolation, DriverQueueError};
 use super::in_order::AddOrder;
 use super::layout::RingLayout;
+use super::ring::RingMemory;
 use super::shadow::{FreeOrder, InFlight, Shadow};
-use super::{BufferSegment, DriverQueueOptions};
+use super::{BufferSegment, DriverQueueOptions, UsedNotifications};
 use crate::ordering::FIELD;
 use crate::{QueueConfig, RingAddresses};
-
-/// Whether the driver wants used-buffer notifications (virtio 1.2 §2.7.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UsedNotifications {
-    Enabled,
-    Disabled,
-}
 
 /// The driver side of a split virtqueue, holding a token of type `T` per buffer in flight.
 #[derive(Debug)]
 pub struct SplitDriverQueue<T> {
-    /// The ring memory (descriptor table, available ring, used ring, indirect tables).
-    area: SharedArea,
+    /// The ring memory (descriptor table, available ring, used ring, indirect tables) and the
+    /// queue's health.
+    mem: RingMemory,
     /// Guest address of the area's first byte.
     guest_addr: u64,
     size: u16,
@@ -64,10 +59,6 @@ pub struct SplitDriverQueue<T> {
     /// A full fence followed the last write of `used_event`.
     used_event_fenced: bool,
     notifications: UsedNotifications,
-    /// Buffers were detached: the queue must be reset before reuse.
-    detached: bool,
-    /// The device violation that broke the queue.
-    broken: Option<DeviceViolation>,
 }
 
 impl<T> SplitDriverQueue<T> {
@@ -87,22 +78,7 @@ impl<T> SplitDriverQueue<T> {
             return Err(DriverQueueError::InvalidSize { size });
         }
         let layout = RingLayout::split(size, features, &options);
-        if area.len() < layout.total {
-            return Err(DriverQueueError::AreaTooSmall {
-                needed: layout.total,
-                available: area.len(),
-            });
-        }
-        let total = layout.total as u64;
-        if guest_addr.checked_add(total).is_none() {
-            return Err(DriverQueueError::AddressOverflow {
-                addr: guest_addr,
-                len: total,
-            });
-        }
-        if guest_addr % desc::ALIGN != 0 || (area.slice().as_ptr() as usize) % 16 != 0 {
-            return Err(DriverQueueError::AreaMisaligned { align: desc::ALIGN });
-        }
+        layout.check_area(&area, guest_addr)?;
         let in_order = features.has(Features::IN_ORDER);
         let free_order = if in_order {
             FreeOrder::Fifo
@@ -110,7 +86,7 @@ impl<T> SplitDriverQueue<T> {
             FreeOrder::Lifo
         };
         let mut q = SplitDriverQueue {
-            area,
+            mem: RingMemory::new(area),
             guest_addr,
             size,
             features,
@@ -129,10 +105,8 @@ impl<T> SplitDriverQueue<T> {
             used_event: 0,
             used_event_fenced: true,
             notifications: UsedNotifications::Enabled,
-            detached: false,
-            broken: None,
         };
-        q.zero_ring()?;
+        q.mem.reset(q.layout.total)?;
         Ok(q)
     }
 
@@ -172,7 +146,7 @@ impl<T> SplitDriverQueue<T> {
 
     /// True once the device broke a ring rule (until [`Self::reset`]).
     pub fn is_broken(&self) -> bool {
-        self.broken.is_some()
+        self.mem.is_broken()
     }
 
     /// Adds a buffer of `readable` segments (device-readable) followed by `writable` segments
@@ -187,7 +161,7 @@ impl<T> SplitDriverQueue<T> {
         writable: &[BufferSegment],
         token: T,
     ) -> Result<(), DriverQueueError> {
-        self.check_usable()?;
+        self.mem.check_usable()?;
         let n = buffer::check_segments(readable, writable, self.size)?;
         let indirect = n >= 2 && n <= self.layout.indirect_table_len;
         let needed = if indirect { 1 } else { n };
@@ -200,11 +174,11 @@ impl<T> SplitDriverQueue<T> {
         } else {
             self.write_direct(readable, writable, n)
         };
-        let (head, tail) = written.map_err(|e| self.fail(DeviceViolation::Memory(e)))?;
+        let (head, tail) = written.map_err(|e| self.mem.fail(DeviceViolation::Memory(e)))?;
         let seq = self.avail_next;
         let slot = seq % self.size;
         let avail_slot = self.layout.driver_area + avail::RING + 2 * usize::from(slot);
-        self.store_u16(avail_slot, head, FIELD)?;
+        self.mem.store_u16(avail_slot, head, FIELD)?;
         self.order.record(seq, head);
         let buffer = InFlight {
             token,
@@ -227,7 +201,7 @@ impl<T> SplitDriverQueue<T> {
         writable: &[BufferSegment],
         n: u16,
     ) -> Result<(u16, u16), MemoryError> {
-        let ring = self.area.slice();
+        let ring = self.mem.slice();
         let mut head_tail = (0, 0);
         let segments = buffer::segments(readable, writable);
         for (i, ((seg, flags), (index, next))) in
@@ -253,7 +227,7 @@ impl<T> SplitDriverQueue<T> {
         writable: &[BufferSegment],
         n: u16,
     ) -> Result<(u16, u16), MemoryError> {
-        let ring = self.area.slice();
+        let ring = self.mem.slice();
         let head = self.shadow.next_free().unwrap_or(0);
         let table = self.layout.indirect_table(head);
         let table_len =
@@ -272,55 +246,6 @@ impl<T> SplitDriverQueue<T> {
     /// Offset of `used_event` at the end of the available ring.
     fn used_event_offset(&self) -> usize {
         self.layout.driver_area + avail::used_event(self.size)
-    }
-
-    /// Zeroes the ring part of the area.
-    fn zero_ring(&mut self) -> Result<(), DriverQueueError> {
-        let filled = self.area.slice().fill(0, self.layout.total, 0);
-        filled.map_err(|e| DriverQueueError::Device(DeviceViolation::Memory(e)))
-    }
-
-    /// `Err` if the queue is broken or needs a reset.
-    fn check_usable(&self) -> Result<(), DriverQueueError> {
-        match self.broken {
-            Some(v) => Err(DriverQueueError::Broken(v)),
-            None if self.detached => Err(DriverQueueError::NeedsReset),
-            None => Ok(()),
-        }
-    }
-
-    /// Latches the queue broken by `violation`; returns the error to report now.
-    fn fail(&mut self, violation: DeviceViolation) -> DriverQueueError {
-        self.broken = Some(violation);
-        DriverQueueError::Device(violation)
-    }
-
-    fn ring(&self) -> SharedSlice<'_> {
-        self.area.slice()
-    }
-
-    fn load_u16(
-        &mut self,
-        offset: usize,
-        order: core::sync::atomic::Ordering,
-    ) -> Result<u16, DriverQueueError> {
-        let r = self.ring().load_u16(offset, order);
-        r.map_err(|e| self.fail(DeviceViolation::Memory(e)))
-    }
-
-    fn load_u32(&mut self, offset: usize) -> Result<u32, DriverQueueError> {
-        let r = self.ring().load_u32(offset, FIELD);
-        r.map_err(|e| self.fail(DeviceViolation::Memory(e)))
-    }
-
-    fn store_u16(
-        &mut self,
-        offset: usize,
-        value: u16,
-        order: core::sync::atomic::Ordering,
-    ) -> Result<(), DriverQueueError> {
-        let r = self.ring().store_u16(offset, value, order);
-        r.map_err(|e| self.fail(DeviceViolation::Memory(e)))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Split virtqueue, driver side: publishing available buffers and deciding whether the device
 //! needs a notification (virtio 1.2 §2.7.13.3, §2.7.13.4, §2.7.10).
 
+use vireo_spec::notification::NotificationData;
 use vireo_spec::split::{avail, used as used_ring};
 
 use super::SplitDriverQueue;
@@ -11,11 +12,11 @@ impl<T> SplitDriverQueue<T> {
     /// Makes every buffer added so far visible to the device: stores `avail.idx` after the
     /// descriptors and ring slots (virtio 1.2 §2.7.13.3, ordering::PUBLISH).
     pub fn publish(&mut self) -> Result<(), DriverQueueError> {
-        self.check_usable()?;
+        self.mem.check_usable()?;
         if self.avail_published == self.avail_next {
             return Ok(());
         }
-        self.store_u16(
+        self.mem.store_u16(
             self.layout.driver_area + avail::IDX,
             self.avail_next,
             PUBLISH,
@@ -53,11 +54,20 @@ impl<T> SplitDriverQueue<T> {
             return Ok(true);
         }
         if self.event_idx {
-            let event = self.load_u16(self.avail_event_offset(), FIELD)?;
+            let event = self.mem.load_u16(self.avail_event_offset(), FIELD)?;
             Ok(vireo_spec::split::need_event(event, new, old))
         } else {
-            let flags = self.load_u16(self.layout.device_area + used_ring::FLAGS, FIELD)?;
+            let flags = self
+                .mem
+                .load_u16(self.layout.device_area + used_ring::FLAGS, FIELD)?;
             Ok(flags & used_ring::F_NO_NOTIFY == 0)
         }
+    }
+
+    /// The value to send with an available-buffer notification when VIRTIO_F_NOTIFICATION_DATA
+    /// is negotiated (virtio 1.2 §2.9): queue `queue_index` and `next_idx`, the available index
+    /// as published.
+    pub fn notification_data(&self, queue_index: u16) -> NotificationData {
+        NotificationData::split(queue_index, self.avail_published)
     }
 }

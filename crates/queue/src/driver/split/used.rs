@@ -3,10 +3,11 @@
 
 use vireo_spec::split::{avail, used as used_ring};
 
-use super::{SplitDriverQueue, UsedNotifications};
+use super::SplitDriverQueue;
 use crate::driver::error::{DeviceViolation, DriverQueueError};
 use crate::driver::in_order;
 use crate::driver::UsedBuffer;
+use crate::driver::UsedNotifications;
 use crate::ordering::{self, CONSUME, FIELD};
 
 impl<T> SplitDriverQueue<T> {
@@ -27,7 +28,7 @@ impl<T> SplitDriverQueue<T> {
     /// notification safely, call this until `Ok(None)` (or [`Self::enable_used_notifications`]
     /// until it answers `false`) first.
     pub fn pop_used(&mut self) -> Result<Option<UsedBuffer<T>>, DriverQueueError> {
-        self.check_usable()?;
+        self.mem.check_usable()?;
         if let Some((head, written)) = self.order.next_in_batch(self.last_used) {
             return self.give_back(head, written).map(Some);
         }
@@ -39,12 +40,12 @@ impl<T> SplitDriverQueue<T> {
         }
         let slot = usize::from(self.last_used % self.size);
         let elem = self.layout.device_area + used_ring::RING + used_ring::ELEM_SIZE * slot;
-        let id = self.load_u32(elem)?;
-        let written = self.load_u32(elem + 4)?;
+        let id = self.mem.load_u32(elem, FIELD)?;
+        let written = self.mem.load_u32(elem + 4, FIELD)?;
         let head = match u16::try_from(id) {
             Ok(head) if head < self.size => head,
             _ => {
-                return Err(self.fail(DeviceViolation::UsedIdOutOfRange {
+                return Err(self.mem.fail(DeviceViolation::UsedIdOutOfRange {
                     id,
                     size: self.size,
                 }))
@@ -52,11 +53,11 @@ impl<T> SplitDriverQueue<T> {
         };
         let (seq, writable) = match self.shadow.get(head) {
             Some(b) if b.published => (b.seq, b.writable),
-            _ => return Err(self.fail(DeviceViolation::UsedIdNotInFlight { id })),
+            _ => return Err(self.mem.fail(DeviceViolation::UsedIdNotInFlight { id })),
         };
         if u64::from(written) > writable {
             let v = DeviceViolation::UsedLengthTooLarge { written, writable };
-            return Err(self.fail(v));
+            return Err(self.mem.fail(v));
         }
         if self.in_order {
             // virtio 1.2 §2.7.9: the element may stand for every buffer from the oldest in
@@ -65,7 +66,7 @@ impl<T> SplitDriverQueue<T> {
             let used = self.used_seen.wrapping_sub(self.last_used);
             if batch > u32::from(used) {
                 let v = DeviceViolation::InOrderBatchPastUsedIndex { id, batch, used };
-                return Err(self.fail(v));
+                return Err(self.mem.fail(v));
             }
             self.order.begin_batch(self.last_used, seq, written);
             if let Some((oldest, written)) = self.order.next_in_batch(self.last_used) {
@@ -79,7 +80,7 @@ impl<T> SplitDriverQueue<T> {
     fn give_back(&mut self, head: u16, written: u32) -> Result<UsedBuffer<T>, DriverQueueError> {
         let Some(buffer) = self.shadow.release(head) else {
             let id = u32::from(head);
-            return Err(self.fail(DeviceViolation::UsedIdNotInFlight { id }));
+            return Err(self.mem.fail(DeviceViolation::UsedIdNotInFlight { id }));
         };
         self.last_used = self.last_used.wrapping_add(1);
         if self.event_idx && self.notifications == UsedNotifications::Enabled {
@@ -104,7 +105,9 @@ impl<T> SplitDriverQueue<T> {
                 self.used_event_fenced = true;
             }
         }
-        let used_idx = self.load_u16(self.layout.device_area + used_ring::IDX, CONSUME)?;
+        let used_idx = self
+            .mem
+            .load_u16(self.layout.device_area + used_ring::IDX, CONSUME)?;
         let ahead = used_idx.wrapping_sub(self.last_used);
         let available = self.shadow.len_in_flight();
         if ahead > available {
@@ -114,14 +117,14 @@ impl<T> SplitDriverQueue<T> {
                 last_used,
                 available,
             };
-            return Err(self.fail(v));
+            return Err(self.mem.fail(v));
         }
         self.used_seen = used_idx;
         Ok(())
     }
 
     fn write_used_event(&mut self, value: u16) -> Result<(), DriverQueueError> {
-        self.store_u16(self.used_event_offset(), value, FIELD)?;
+        self.mem.store_u16(self.used_event_offset(), value, FIELD)?;
         self.used_event = value;
         self.used_event_fenced = false;
         Ok(())
@@ -137,7 +140,7 @@ impl<T> SplitDriverQueue<T> {
             self.write_used_event(self.last_used.wrapping_sub(1))
         } else if self.avail_flags != avail::F_NO_INTERRUPT {
             let flags = self.layout.driver_area + avail::FLAGS;
-            self.store_u16(flags, avail::F_NO_INTERRUPT, FIELD)?;
+            self.mem.store_u16(flags, avail::F_NO_INTERRUPT, FIELD)?;
             self.avail_flags = avail::F_NO_INTERRUPT;
             Ok(())
         } else {
@@ -151,11 +154,12 @@ impl<T> SplitDriverQueue<T> {
     /// `Ok(true)`: used buffers are already waiting and no notification will come for them, so
     /// poll again.
     pub fn enable_used_notifications(&mut self) -> Result<bool, DriverQueueError> {
-        self.check_usable()?;
+        self.mem.check_usable()?;
         self.notifications = UsedNotifications::Enabled;
         if !self.event_idx {
             if self.avail_flags != 0 {
-                self.store_u16(self.layout.driver_area + avail::FLAGS, 0, FIELD)?;
+                self.mem
+                    .store_u16(self.layout.driver_area + avail::FLAGS, 0, FIELD)?;
                 self.avail_flags = 0;
             }
             ordering::notify_fence();
@@ -171,7 +175,7 @@ impl<T> SplitDriverQueue<T> {
     /// [`Self::reset`].
     pub fn detach_unused(&mut self) -> Option<T> {
         let head = self.shadow.first_in_flight()?;
-        self.detached = true;
+        self.mem.set_detached();
         self.shadow.release(head).map(|b| b.token)
     }
 
@@ -183,7 +187,7 @@ impl<T> SplitDriverQueue<T> {
         if count != 0 {
             return Err(DriverQueueError::BuffersInFlight { count });
         }
-        self.zero_ring()?;
+        self.mem.reset(self.layout.total)?;
         self.shadow.reset();
         self.order.reset();
         self.avail_next = 0;
@@ -196,8 +200,6 @@ impl<T> SplitDriverQueue<T> {
         self.used_event = 0;
         self.used_event_fenced = true;
         self.notifications = UsedNotifications::Enabled;
-        self.detached = false;
-        self.broken = None;
         Ok(())
     }
 }
