@@ -2,5 +2,6 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code)]
 
+pub mod driver;
 #[cfg(feature = "std")]
 pub mod storage;
