@@ -2,6 +2,8 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "std")]
+pub mod device;
 pub mod driver;
 #[cfg(feature = "std")]
 pub mod storage;
