@@ -146,10 +146,11 @@ fn ring_areas_must_be_in_guest_memory() {
 }
 
 #[test]
-fn packed_format_is_not_handled_here() {
+fn the_features_pick_the_format() {
     let ring = SplitRing::new(8, Features::RING_PACKED);
-    let err = DeviceQueue::new(&ring.mem, &ring.config(), DeviceQueueState::default()).unwrap_err();
-    assert_eq!(err, DeviceQueueError::UnsupportedFormat);
+    let q = DeviceQueue::new(&ring.mem, &ring.config(), DeviceQueueState::default()).unwrap();
+    assert!(matches!(q, DeviceQueue::Packed(_)));
+    assert_eq!(q.format(), vireo_queue::RingFormat::Packed);
     let ring = SplitRing::new(8, Features::empty());
     let q = DeviceQueue::new(&ring.mem, &ring.config(), DeviceQueueState::default()).unwrap();
     assert!(matches!(q, DeviceQueue::Split(_)));
@@ -204,7 +205,8 @@ fn pop_walk_and_use_a_direct_chain() {
         q.state(),
         DeviceQueueState {
             next_avail: 1,
-            next_used: 1
+            next_used: 1,
+            ..DeviceQueueState::default()
         }
     );
     assert_eq!(q.pop().unwrap(), None);
@@ -407,6 +409,7 @@ fn resume_from_state() {
     let state = DeviceQueueState {
         next_avail: 0xfffe,
         next_used: 0xfffe,
+        ..DeviceQueueState::default()
     };
     for (i, pos) in [0xfffeu16, 0xffff, 0].into_iter().enumerate() {
         let d = i as u16;
@@ -436,7 +439,8 @@ fn resume_from_state() {
         q.state(),
         DeviceQueueState {
             next_avail: 1,
-            next_used: 1
+            next_used: 1,
+            ..DeviceQueueState::default()
         }
     );
 }
@@ -495,7 +499,8 @@ fn the_enum_delegates_to_the_split_queue() {
         q.state(),
         DeviceQueueState {
             next_avail: 1,
-            next_used: 1
+            next_used: 1,
+            ..DeviceQueueState::default()
         }
     );
     assert!(!q.is_broken() && q.broken_by().is_none());

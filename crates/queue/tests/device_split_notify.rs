@@ -152,6 +152,7 @@ fn used_event_across_the_wrap() {
     let state = DeviceQueueState {
         next_avail: 0,
         next_used: 0xfffd,
+        ..DeviceQueueState::default()
     };
     let mut q = SplitDeviceQueue::new(drv.mem(), &drv.config(), state).unwrap();
     let chains = pop_all(&mut q);
@@ -217,6 +218,7 @@ fn avail_event_across_the_wrap() {
     let state = DeviceQueueState {
         next_avail: 0xffff,
         next_used: 0xffff,
+        ..DeviceQueueState::default()
     };
     let mut q = SplitDeviceQueue::new(drv.mem(), &drv.config(), state).unwrap();
     assert!(!q.enable_kicks().unwrap());
@@ -244,7 +246,7 @@ proptest! {
     ) {
         let mut drv = SplitFake::new(4, Features::EVENT_IDX);
         drv.resume_at(0, start);
-        let state = DeviceQueueState { next_avail: 0, next_used: start };
+        let state = DeviceQueueState { next_avail: 0, next_used: start, ..DeviceQueueState::default() };
         let mut q = SplitDeviceQueue::new(drv.mem(), &drv.config(), state).unwrap();
         let mut used_idx = start;
         let mut last_decision: Option<u16> = None;

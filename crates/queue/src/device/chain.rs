@@ -4,6 +4,7 @@ use core::fmt;
 
 use vireo_memory::GuestMemory;
 
+use super::packed_chain::PackedChain;
 use super::split_chain::SplitChain;
 use super::{DeviceQueueError, Direction, Segment};
 
@@ -20,6 +21,7 @@ pub struct ChainReader<'q, 'm, M> {
 
 enum Inner<'q, 'm, M> {
     Split(SplitChain<'q, 'm, M>),
+    Packed(PackedChain<'q, 'm, M>),
 }
 
 impl<M> Clone for ChainReader<'_, '_, M> {
@@ -27,6 +29,7 @@ impl<M> Clone for ChainReader<'_, '_, M> {
         ChainReader {
             inner: match &self.inner {
                 Inner::Split(c) => Inner::Split(c.clone()),
+                Inner::Packed(c) => Inner::Packed(c.clone()),
             },
         }
     }
@@ -36,6 +39,7 @@ impl<M> fmt::Debug for ChainReader<'_, '_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
             Inner::Split(c) => f.debug_tuple("ChainReader::Split").field(c).finish(),
+            Inner::Packed(c) => f.debug_tuple("ChainReader::Packed").field(c).finish(),
         }
     }
 }
@@ -48,6 +52,14 @@ impl<'q, 'm, M> From<SplitChain<'q, 'm, M>> for ChainReader<'q, 'm, M> {
     }
 }
 
+impl<'q, 'm, M> From<PackedChain<'q, 'm, M>> for ChainReader<'q, 'm, M> {
+    fn from(c: PackedChain<'q, 'm, M>) -> Self {
+        ChainReader {
+            inner: Inner::Packed(c),
+        }
+    }
+}
+
 impl<'m, M: GuestMemory> Iterator for ChainReader<'_, 'm, M> {
     type Item = Result<Segment<'m>, DeviceQueueError>;
 
@@ -55,6 +67,7 @@ impl<'m, M: GuestMemory> Iterator for ChainReader<'_, 'm, M> {
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.inner {
             Inner::Split(c) => c.next(),
+            Inner::Packed(c) => c.next(),
         }
     }
 }

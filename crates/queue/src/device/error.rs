@@ -91,6 +91,60 @@ pub enum Violation {
     ReadableAfterWritable,
     /// An indirect table is not in guest memory.
     IndirectTableMemory(MemoryError),
+    /// A packed ring's buffer id is not below the queue size (virtio 1.2 §2.8.6, §2.8.22).
+    BufferIdOutOfRange {
+        /// The buffer id in the chain's last descriptor.
+        id: u16,
+        /// Queue size.
+        size: u16,
+    },
+    /// A packed ring's buffer id was made available again while the device still holds it
+    /// (virtio 1.2 §2.8.16: descriptors belong to the device until used).
+    BufferIdInFlight {
+        /// The buffer id.
+        id: u16,
+    },
+    /// The next descriptor of a packed ring has VIRTQ_DESC_F_AVAIL and VIRTQ_DESC_F_USED both
+    /// equal to the driver's wrap counter: marked used in a lap the device has not reached
+    /// (virtio 1.2 §2.8.1).
+    WrapCounterMismatch {
+        /// Ring offset of the descriptor.
+        offset: u16,
+        /// Its flags.
+        flags: u16,
+    },
+    /// A descriptor after the first of a packed ring's list is not marked available: the
+    /// driver made the first descriptor available before the rest (virtio 1.2 §2.8.6,
+    /// §2.8.17).
+    ChainDescriptorNotAvailable {
+        /// Ring offset of the descriptor.
+        offset: u16,
+        /// Its flags.
+        flags: u16,
+    },
+    /// An indirect descriptor inside a packed ring's list linked by VIRTQ_DESC_F_NEXT (virtio
+    /// 1.2 §2.8.19).
+    IndirectInChain,
+    /// A packed ring's list, with the descriptors the device holds, needs more than the ring's
+    /// descriptors: the driver made available descriptors the device still holds (virtio 1.2
+    /// §2.8.17).
+    RingOverfilled {
+        /// Descriptors the device holds.
+        held: u16,
+        /// Queue size.
+        size: u16,
+    },
+    /// Notification data names a ring position no driver could have reached: more than the
+    /// queue size away from the device's next position, or an offset outside the ring (virtio
+    /// 1.2 §2.9).
+    NotificationOutOfRange {
+        /// The offset (packed) or index (split) the notification carried.
+        next: u16,
+        /// The device's next position (offset or index).
+        device_next: u16,
+        /// Queue size.
+        size: u16,
+    },
     /// A buffer is not in guest memory.
     BufferMemory(MemoryError),
 }
@@ -152,6 +206,47 @@ impl fmt::Display for Violation {
                 write!(f, "indirect table is not in guest memory: {e}")
             }
             Violation::BufferMemory(e) => write!(f, "buffer is not in guest memory: {e}"),
+            Violation::BufferIdOutOfRange { id, size } => write!(
+                f,
+                "buffer id {id} is not below the queue size {size} (virtio 1.2 §2.8.6, §2.8.22)"
+            ),
+            Violation::BufferIdInFlight { id } => write!(
+                f,
+                "buffer id {id} was made available again while the device still holds it \
+                 (virtio 1.2 §2.8.16)"
+            ),
+            Violation::WrapCounterMismatch { offset, flags } => write!(
+                f,
+                "descriptor {offset} (flags {flags:#06x}) has VIRTQ_DESC_F_AVAIL and \
+                 VIRTQ_DESC_F_USED both equal to the driver's wrap counter: marked used in a lap \
+                 the device has not reached (virtio 1.2 §2.8.1)"
+            ),
+            Violation::ChainDescriptorNotAvailable { offset, flags } => write!(
+                f,
+                "descriptor {offset} (flags {flags:#06x}) of a list is not marked available: the \
+                 driver made the first descriptor available before the rest (virtio 1.2 §2.8.6, \
+                 §2.8.17)"
+            ),
+            Violation::IndirectInChain => f.write_str(
+                "indirect descriptor inside a list linked by VIRTQ_DESC_F_NEXT (virtio 1.2 \
+                 §2.8.19)",
+            ),
+            Violation::RingOverfilled { held, size } => write!(
+                f,
+                "a list with the {held} descriptors the device holds needs more than the ring's \
+                 {size}: the driver made available descriptors the device still holds (virtio \
+                 1.2 §2.8.17)"
+            ),
+            Violation::NotificationOutOfRange {
+                next,
+                device_next,
+                size,
+            } => write!(
+                f,
+                "notification data names position {next}, more than the queue size {size} away \
+                 from the device's next position {device_next} or outside the ring (virtio 1.2 \
+                 §2.9)"
+            ),
         }
     }
 }
@@ -159,7 +254,8 @@ impl fmt::Display for Violation {
 /// Why a device-side queue operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceQueueError {
-    /// Queue size is not a power of two between 1 and 32768 (virtio 1.2 §2.7).
+    /// Queue size is not valid for the ring format: split rings take a power of two up to
+    /// 32768, packed rings any size from 1 to 32768 (virtio 1.2 §2.7, §2.8.10.1).
     InvalidQueueSize {
         /// The configured size.
         size: u16,
@@ -174,6 +270,13 @@ pub enum DeviceQueueError {
         /// The required alignment.
         align: u64,
     },
+    /// A saved packed-ring position to resume from is not inside the ring (virtio 1.2 §2.8).
+    StateOutOfRange {
+        /// The descriptor offset.
+        offset: u16,
+        /// Queue size.
+        size: u16,
+    },
     /// A ring area is not in guest memory, or a field inside it could not be accessed.
     Memory {
         /// Which area.
@@ -181,8 +284,6 @@ pub enum DeviceQueueError {
         /// What the memory layer said.
         source: MemoryError,
     },
-    /// The ring format the features select has no device-side implementation here.
-    UnsupportedFormat,
     /// The driver broke a rule; the queue is now broken.
     Violation(Violation),
     /// The queue is broken by an earlier driver error and must be reset (virtio 1.2 §2.1.2).
@@ -205,6 +306,22 @@ pub enum DeviceQueueError {
     TooManySegments {
         /// Segments the buffer holds.
         capacity: usize,
+    },
+    /// With VIRTIO_F_IN_ORDER the device used a chain before an older one: used order must be
+    /// available order (virtio 1.2 §2.7.9, §2.8.8).
+    OutOfOrderUse {
+        /// The ring position of the chain that must be used next.
+        expected: u16,
+        /// The ring position of the chain the device passed.
+        got: u16,
+    },
+    /// Notification data names another queue (or other notification config data) than this
+    /// one (virtio 1.2 §2.9).
+    NotificationForOtherQueue {
+        /// The queue index (or config data) the notification carried.
+        vqn: u16,
+        /// This queue's.
+        expected: u16,
     },
 }
 
@@ -238,19 +355,23 @@ impl fmt::Display for DeviceQueueError {
         match *self {
             DeviceQueueError::InvalidQueueSize { size } => write!(
                 f,
-                "queue size {size} is not a power of two between 1 and 32768 (virtio 1.2 §2.7)"
+                "queue size {size} is not valid for the ring format: split rings take a power of \
+                 two up to 32768, packed rings any size from 1 to 32768 (virtio 1.2 §2.7, \
+                 §2.8.10.1)"
             ),
             DeviceQueueError::Misaligned { area, addr, align } => write!(
                 f,
                 "{area} address {addr:#x} is not {align}-byte aligned (virtio 1.2 §2.7 \
                  \"Virtqueue Part Alignment\")"
             ),
+            DeviceQueueError::StateOutOfRange { offset, size } => write!(
+                f,
+                "a saved packed-ring position to resume from, offset {offset}, is not inside the \
+                 ring of {size} descriptors (virtio 1.2 §2.8)"
+            ),
             DeviceQueueError::Memory { area, source } => {
                 write!(f, "{area} is not in guest memory: {source}")
             }
-            DeviceQueueError::UnsupportedFormat => f.write_str(
-                "the ring format the features select has no device-side implementation here",
-            ),
             DeviceQueueError::Violation(v) => write!(f, "the driver broke a rule: {v}"),
             DeviceQueueError::Broken(v) => write!(
                 f,
@@ -271,6 +392,17 @@ impl fmt::Display for DeviceQueueError {
                 f,
                 "a chain has more segments than the device's buffer holds ({capacity}) \
                  (virtio 1.2 §2.7.4.1)"
+            ),
+            DeviceQueueError::OutOfOrderUse { expected, got } => write!(
+                f,
+                "with VIRTIO_F_IN_ORDER the device used the chain at position {got} before the \
+                 one at {expected}: used order must be available order (virtio 1.2 §2.7.9, \
+                 §2.8.8)"
+            ),
+            DeviceQueueError::NotificationForOtherQueue { vqn, expected } => write!(
+                f,
+                "notification data names queue {vqn}, not this queue ({expected}) (virtio 1.2 \
+                 §2.9)"
             ),
         }
     }

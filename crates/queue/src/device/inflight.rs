@@ -53,6 +53,11 @@ impl InFlight {
         }
     }
 
+    /// Removes every id.
+    pub(crate) fn clear(&mut self) {
+        self.words.iter_mut().for_each(|w| *w = 0);
+    }
+
     /// True if `id` is present.
     pub(crate) fn contains(&self, id: u16) -> bool {
         self.locate(id)
@@ -77,6 +82,8 @@ mod tests {
         assert!(!s.remove(129), "double remove is refused");
         assert!(!s.remove(200));
         assert!(!s.contains(129));
+        s.clear();
+        assert!(!s.contains(0) && s.insert(0));
     }
 
     #[test]

@@ -47,15 +47,25 @@
 
 mod chain;
 mod error;
+mod in_order;
 mod inflight;
+mod packed;
+mod packed_chain;
+mod packed_held;
+mod packed_notify;
+mod packed_pos;
+mod segment;
 mod split;
 mod split_chain;
 
 pub use chain::{ChainReader, ChainTotals};
 pub use error::{DeviceQueueError, RingArea, Violation};
+pub use packed::PackedDeviceQueue;
 pub use split::SplitDeviceQueue;
 
 use vireo_memory::{GuestMemory, SharedSlice};
+use vireo_spec::notification::NotificationData;
+use vireo_spec::packed::WrapCounter;
 
 use crate::{QueueConfig, RingFormat};
 
@@ -105,27 +115,113 @@ impl AvailChain {
     }
 }
 
-/// The indices that resume a queue where it stopped (what vhost-user `SET_VRING_BASE` and
-/// `GET_VRING_BASE` carry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+/// The positions that resume a queue where it stopped (what vhost-user `SET_VRING_BASE` and
+/// `GET_VRING_BASE` carry, see [`Self::from_vring_base`]).
+///
+/// Split rings (virtio 1.2 §2.7): `next_avail` and `next_used` are free-running 16-bit indices
+/// and the wrap counters are unused. Packed rings (§2.8): `next_avail`/`next_used` are
+/// descriptor offsets (below the queue size) and `avail_wrap`/`used_wrap` the driver's and the
+/// device's ring wrap counters there (§2.8.1). The default is a fresh queue of either format:
+/// positions 0, wrap counters 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DeviceQueueState {
-    /// Next available-ring entry the device will consume (free-running).
+    /// Next available entry (split: avail ring index) or descriptor (packed: offset) the
+    /// device will consume.
     pub next_avail: u16,
-    /// Next used-ring entry the device will write (free-running).
+    /// Packed: the driver's wrap counter expected at `next_avail`.
+    pub avail_wrap: WrapCounter,
+    /// Next used entry (split: used ring index) or descriptor (packed: offset) the device will
+    /// write.
     pub next_used: u16,
+    /// Packed: the device's wrap counter at `next_used`.
+    pub used_wrap: WrapCounter,
+}
+
+impl Default for DeviceQueueState {
+    fn default() -> Self {
+        DeviceQueueState {
+            next_avail: 0,
+            avail_wrap: WrapCounter::INITIAL,
+            next_used: 0,
+            used_wrap: WrapCounter::INITIAL,
+        }
+    }
+}
+
+/// Bit 15 of a packed position: the wrap counter.
+const WRAP_BIT: u16 = 1 << 15;
+
+impl DeviceQueueState {
+    /// The state a vhost-user `SET_VRING_BASE` value `num` describes (QEMU
+    /// `docs/interop/vhost-user.rst`, "Front-end message types", VHOST_USER_SET_VRING_BASE).
+    ///
+    /// Split: `num` is the next available index (at most 16 bits; the used index is the one in
+    /// guest memory, so `next_used` must be filled in from `used.idx` by the caller). Packed:
+    /// bits 0..15 the next available offset, bit 15 the driver wrap counter; bits 16..31 the
+    /// used position in the same way (QEMU sends both halves; a front-end sending only the low
+    /// half resumes an idle ring, whose used position equals the available one, so an upper
+    /// half of 0 is read as "same as available"). `None` for a split value over 16 bits.
+    pub fn from_vring_base(format: RingFormat, num: u32) -> Option<Self> {
+        match format {
+            RingFormat::Split => Some(DeviceQueueState {
+                next_avail: u16::try_from(num).ok()?,
+                ..DeviceQueueState::default()
+            }),
+            RingFormat::Packed => {
+                let low = num as u16;
+                let high = match (num >> 16) as u16 {
+                    0 => low,
+                    h => h,
+                };
+                Some(DeviceQueueState {
+                    next_avail: low & !WRAP_BIT,
+                    avail_wrap: WrapCounter::from_bit(low >> 15),
+                    next_used: high & !WRAP_BIT,
+                    used_wrap: WrapCounter::from_bit(high >> 15),
+                })
+            }
+        }
+    }
+
+    /// The vhost-user `GET_VRING_BASE` value for this state: split, the next available index;
+    /// packed, both positions as in [`Self::from_vring_base`].
+    pub fn vring_base(&self, format: RingFormat) -> u32 {
+        match format {
+            RingFormat::Split => u32::from(self.next_avail),
+            RingFormat::Packed => {
+                let pos = |off: u16, wrap: WrapCounter| (off & !WRAP_BIT) | (wrap.bit() << 15);
+                u32::from(pos(self.next_avail, self.avail_wrap))
+                    | u32::from(pos(self.next_used, self.used_wrap)) << 16
+            }
+        }
+    }
 }
 
 /// A device-side virtqueue of either format.
 ///
-/// Each method delegates to the format; see [`SplitDeviceQueue`] for the details.
+/// Each method delegates to the format; see [`SplitDeviceQueue`] and [`PackedDeviceQueue`]
+/// for the details.
 #[derive(Debug)]
 pub enum DeviceQueue {
     /// Split virtqueue (virtio 1.2 §2.7).
     Split(SplitDeviceQueue),
+    /// Packed virtqueue (virtio 1.2 §2.8).
+    Packed(PackedDeviceQueue),
+}
+
+/// Calls the same method on either format.
+macro_rules! each {
+    ($self:expr, $q:ident => $e:expr) => {
+        match $self {
+            DeviceQueue::Split($q) => $e,
+            DeviceQueue::Packed($q) => $e,
+        }
+    };
 }
 
 impl DeviceQueue {
-    /// Attaches to the rings `config` describes, in the format its features select.
+    /// Attaches to the rings `config` describes, in the format its features select
+    /// ([`Features::RING_PACKED`](vireo_spec::Features::RING_PACKED)).
     pub fn new(
         mem: &impl GuestMemory,
         config: &QueueConfig,
@@ -133,85 +229,96 @@ impl DeviceQueue {
     ) -> Result<Self, DeviceQueueError> {
         match RingFormat::from_features(config.features) {
             RingFormat::Split => SplitDeviceQueue::new(mem, config, state).map(DeviceQueue::Split),
-            RingFormat::Packed => Err(DeviceQueueError::UnsupportedFormat),
+            RingFormat::Packed => {
+                PackedDeviceQueue::new(mem, config, state).map(DeviceQueue::Packed)
+            }
         }
     }
 
-    /// Takes the next available chain, if any. See [`SplitDeviceQueue::pop`].
-    pub fn pop(&mut self) -> Result<Option<AvailChain>, DeviceQueueError> {
+    /// The ring format.
+    pub fn format(&self) -> RingFormat {
         match self {
-            DeviceQueue::Split(q) => q.pop(),
+            DeviceQueue::Split(_) => RingFormat::Split,
+            DeviceQueue::Packed(_) => RingFormat::Packed,
         }
     }
 
-    /// Walks a popped chain's segments. See [`SplitDeviceQueue::chain`].
+    /// Takes the next available chain, if any. See [`SplitDeviceQueue::pop`],
+    /// [`PackedDeviceQueue::pop`].
+    pub fn pop(&mut self) -> Result<Option<AvailChain>, DeviceQueueError> {
+        each!(self, q => q.pop())
+    }
+
+    /// Walks a popped chain's segments. See [`SplitDeviceQueue::chain`],
+    /// [`PackedDeviceQueue::chain`].
     pub fn chain<'q, 'm, M: GuestMemory>(
         &'q self,
         chain: &AvailChain,
         mem: &'m M,
     ) -> ChainReader<'q, 'm, M> {
-        match self {
-            DeviceQueue::Split(q) => q.chain(chain, mem),
-        }
+        each!(self, q => q.chain(chain, mem))
     }
 
-    /// Writes a used element without publishing it. See [`SplitDeviceQueue::add_used`].
+    /// Writes a used element without publishing it (with IN_ORDER, possibly as part of one
+    /// element per batch). See [`SplitDeviceQueue::add_used`], [`PackedDeviceQueue::add_used`].
     pub fn add_used(&mut self, chain: &AvailChain, written: u32) -> Result<(), DeviceQueueError> {
-        match self {
-            DeviceQueue::Split(q) => q.add_used(chain, written),
-        }
+        each!(self, q => q.add_used(chain, written))
     }
 
     /// Publishes every used element added since the last publish. See
-    /// [`SplitDeviceQueue::publish_used`].
+    /// [`SplitDeviceQueue::publish_used`], [`PackedDeviceQueue::publish_used`].
     pub fn publish_used(&mut self) -> Result<(), DeviceQueueError> {
-        match self {
-            DeviceQueue::Split(q) => q.publish_used(),
-        }
+        each!(self, q => q.publish_used())
     }
 
     /// [`Self::add_used`] then [`Self::publish_used`].
     pub fn push_used(&mut self, chain: &AvailChain, written: u32) -> Result<(), DeviceQueueError> {
-        match self {
-            DeviceQueue::Split(q) => q.push_used(chain, written),
-        }
+        each!(self, q => q.push_used(chain, written))
     }
 
     /// Whether the driver wants an interrupt for what was published since the last decision.
-    /// See [`SplitDeviceQueue::needs_notification`].
+    /// See [`SplitDeviceQueue::needs_notification`], [`PackedDeviceQueue::needs_notification`].
     pub fn needs_notification(&mut self) -> Result<bool, DeviceQueueError> {
-        match self {
-            DeviceQueue::Split(q) => q.needs_notification(),
-        }
+        each!(self, q => q.needs_notification())
     }
 
-    /// Asks the driver not to kick. See [`SplitDeviceQueue::disable_kicks`].
+    /// Asks the driver not to kick. See [`SplitDeviceQueue::disable_kicks`],
+    /// [`PackedDeviceQueue::disable_kicks`].
     pub fn disable_kicks(&mut self) -> Result<(), DeviceQueueError> {
-        match self {
-            DeviceQueue::Split(q) => q.disable_kicks(),
-        }
+        each!(self, q => q.disable_kicks())
     }
 
     /// Asks the driver to kick again; true if buffers are already available (poll again). See
-    /// [`SplitDeviceQueue::enable_kicks`].
+    /// [`SplitDeviceQueue::enable_kicks`], [`PackedDeviceQueue::enable_kicks`].
     pub fn enable_kicks(&mut self) -> Result<bool, DeviceQueueError> {
-        match self {
-            DeviceQueue::Split(q) => q.enable_kicks(),
-        }
+        each!(self, q => q.enable_kicks())
     }
 
-    /// The indices to resume from.
+    /// Checks VIRTIO_F_NOTIFICATION_DATA (virtio 1.2 §2.9) for this queue (`vqn`: its index, or
+    /// its notification config data); returns how many entries it announces. See
+    /// [`SplitDeviceQueue::apply_notification`], [`PackedDeviceQueue::apply_notification`].
+    pub fn apply_notification(
+        &mut self,
+        vqn: u16,
+        data: NotificationData,
+    ) -> Result<u16, DeviceQueueError> {
+        each!(self, q => q.apply_notification(vqn, data))
+    }
+
+    /// Resets this queue alone (VIRTIO_F_RING_RESET, virtio 1.2 §2.6.1). See
+    /// [`SplitDeviceQueue::reset`], [`PackedDeviceQueue::reset`].
+    pub fn reset(&mut self) {
+        each!(self, q => q.reset())
+    }
+
+    /// The positions to resume from.
     pub fn state(&self) -> DeviceQueueState {
-        match self {
-            DeviceQueue::Split(q) => q.state(),
-        }
+        each!(self, q => q.state())
     }
 
     /// Queue size.
     pub fn size(&self) -> u16 {
-        match self {
-            DeviceQueue::Split(q) => q.size(),
-        }
+        each!(self, q => q.size())
     }
 
     /// True once the driver broke a rule (see the module's policy).
@@ -221,8 +328,6 @@ impl DeviceQueue {
 
     /// The rule the driver broke, once the queue is broken.
     pub fn broken_by(&self) -> Option<Violation> {
-        match self {
-            DeviceQueue::Split(q) => q.broken_by(),
-        }
+        each!(self, q => q.broken_by())
     }
 }

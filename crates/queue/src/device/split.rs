@@ -7,9 +7,11 @@
 use core::cell::Cell;
 
 use vireo_memory::{GuestMemory, SharedArea};
+use vireo_spec::notification::NotificationData;
 use vireo_spec::split::{avail, desc, need_event, used, MAX_QUEUE_SIZE};
 use vireo_spec::Features;
 
+use super::in_order::{Batch, Capacities, Run};
 use super::inflight::InFlight;
 use super::split_chain::SplitChain;
 use super::{AvailChain, ChainReader, DeviceQueueError, DeviceQueueState, RingArea, Violation};
@@ -26,6 +28,9 @@ pub struct SplitDeviceQueue {
     event_idx: bool,
     /// Negotiated VIRTIO_F_INDIRECT_DESC (virtio 1.2 §2.7.5.3).
     indirect: bool,
+    /// Negotiated VIRTIO_F_IN_ORDER (virtio 1.2 §2.7.9): used order is available order, and
+    /// used elements are written back one per batch.
+    in_order: bool,
     desc: SharedArea,
     avail: SharedArea,
     used: SharedArea,
@@ -42,6 +47,12 @@ pub struct SplitDeviceQueue {
     signalled_used: Option<u16>,
     /// Chain ids popped and not yet used.
     in_flight: InFlight,
+    /// In-order mode: the avail position of the chain that must be used next.
+    expect: u16,
+    /// In-order mode: the run of used buffers not yet written.
+    batch: Batch,
+    /// In-order mode: each chain's writable capacity, once walked.
+    capacities: Capacities,
     /// The violation that broke the queue (see the policy in [`crate::device`]).
     broken: Cell<Option<Violation>>,
 }
@@ -104,6 +115,7 @@ impl SplitDeviceQueue {
             size,
             event_idx: config.features.contains(Features::EVENT_IDX),
             indirect: config.features.contains(Features::INDIRECT_DESC),
+            in_order: config.features.contains(Features::IN_ORDER),
             desc,
             avail,
             used,
@@ -113,8 +125,67 @@ impl SplitDeviceQueue {
             published_used: state.next_used,
             signalled_used: None,
             in_flight: InFlight::new(size),
+            expect: state.next_avail,
+            batch: Batch::default(),
+            capacities: Capacities::new(size),
             broken: Cell::new(None),
         })
+    }
+
+    /// Brings the queue back to its initial state (virtio 1.2 §2.6.1 "Virtqueue Reset", with
+    /// VIRTIO_F_RING_RESET): indices to 0, nothing in flight, nothing pending, kicks enabled
+    /// and the broken latch cleared. Other queues are not touched.
+    ///
+    /// Nothing is written to guest memory: after a reset the driver owns (and re-initialises,
+    /// or frees) the rings. Buffers the device held are forgotten, not used: the driver
+    /// reclaims them itself (its side of the reset, §2.6.1.1), so the device must drop its
+    /// references to them and write nothing more into them.
+    pub fn reset(&mut self) {
+        self.next_avail = 0;
+        self.shadow_avail = 0;
+        self.next_used = 0;
+        self.published_used = 0;
+        self.signalled_used = None;
+        self.in_flight.clear();
+        self.expect = 0;
+        self.batch = Batch::default();
+        self.capacities.clear();
+        self.broken.set(None);
+    }
+
+    /// Checks an available-buffer notification's data (VIRTIO_F_NOTIFICATION_DATA, virtio 1.2
+    /// §2.9): it must name `vqn` (this queue's index, or its notification config data) and an
+    /// available index at most `size` ahead of the next entry the device consumes. Returns how
+    /// many entries it announces beyond that (0 for a notification overtaken by the device,
+    /// which is no error: notifications may arrive late).
+    ///
+    /// Only a hint: [`Self::pop`] still reads `avail.idx` (the CONSUME load that makes the
+    /// entries visible) and validates everything.
+    pub fn apply_notification(
+        &mut self,
+        vqn: u16,
+        data: NotificationData,
+    ) -> Result<u16, DeviceQueueError> {
+        self.check_broken()?;
+        if data.vqn != vqn {
+            return Err(DeviceQueueError::NotificationForOtherQueue {
+                vqn: data.vqn,
+                expected: vqn,
+            });
+        }
+        let next = data.next_idx();
+        let ahead = next.wrapping_sub(self.next_avail);
+        if ahead <= self.size {
+            Ok(ahead)
+        } else if self.next_avail.wrapping_sub(next) <= self.size {
+            Ok(0)
+        } else {
+            Err(self.violation(Violation::NotificationOutOfRange {
+                next,
+                device_next: self.next_avail,
+                size: self.size,
+            }))
+        }
     }
 
     /// Queue size.
@@ -128,6 +199,7 @@ impl SplitDeviceQueue {
         DeviceQueueState {
             next_avail: self.next_avail,
             next_used: self.next_used,
+            ..DeviceQueueState::default()
         }
     }
 
@@ -209,6 +281,7 @@ impl SplitDeviceQueue {
         if !self.in_flight.insert(head) {
             return Err(self.violation(Violation::HeadInFlight { head }));
         }
+        self.capacities.forget(head);
         let chain = AvailChain {
             id: head,
             pos: self.next_avail,
@@ -251,6 +324,7 @@ impl SplitDeviceQueue {
             &self.broken,
             self.indirect,
             pending,
+            self.capacities.cell(chain.id),
         ))
     }
 
@@ -270,18 +344,39 @@ impl SplitDeviceQueue {
         if !self.in_flight.contains(chain.id) {
             return Err(DeviceQueueError::ChainNotInFlight { head: chain.id });
         }
+        if !self.in_order {
+            self.in_flight.remove(chain.id);
+            return self.write_used(Run::single(chain.id, written));
+        }
+        if chain.pos != self.expect {
+            return Err(DeviceQueueError::OutOfOrderUse {
+                expected: self.expect,
+                got: chain.pos,
+            });
+        }
+        self.in_flight.remove(chain.id);
+        self.expect = self.expect.wrapping_add(1);
+        let complete = self.capacities.is_complete(chain.id, written);
+        match self.batch.push(chain.id, written, 1, complete) {
+            Some(run) => self.write_used(run),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes one used element for `run` at the next used position and moves past the run's
+    /// buffers (one, or a whole in-order batch).
+    fn write_used(&mut self, run: Run) -> Result<(), DeviceQueueError> {
         let off = used::RING + used::ELEM_SIZE * self.mask(self.next_used);
         let ring = self.used.slice();
         let mem_err = |source| DeviceQueueError::Memory {
             area: RingArea::DeviceArea,
             source,
         };
-        ring.store_u32(off, u32::from(chain.id), ordering::FIELD)
+        ring.store_u32(off, u32::from(run.id), ordering::FIELD)
             .map_err(mem_err)?;
-        ring.store_u32(off + 4, written, ordering::FIELD)
+        ring.store_u32(off + 4, run.len, ordering::FIELD)
             .map_err(mem_err)?;
-        self.in_flight.remove(chain.id);
-        self.next_used = self.next_used.wrapping_add(1);
+        self.next_used = self.next_used.wrapping_add(run.buffers);
         Ok(())
     }
 
@@ -290,6 +385,9 @@ impl SplitDeviceQueue {
     /// Does nothing when nothing was added.
     pub fn publish_used(&mut self) -> Result<(), DeviceQueueError> {
         self.check_broken()?;
+        if let Some(run) = self.batch.take() {
+            self.write_used(run)?;
+        }
         if self.next_used == self.published_used {
             return Ok(());
         }

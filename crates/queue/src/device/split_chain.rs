@@ -9,14 +9,11 @@ use core::cell::Cell;
 use core::fmt;
 
 use vireo_memory::{GuestMemory, SharedSlice};
-use vireo_spec::split::{desc, MAX_QUEUE_SIZE};
+use vireo_spec::split::desc;
 
+use super::segment::{indirect_table, SegmentRules};
 use super::{DeviceQueueError, Direction, RingArea, Segment, Violation};
 use crate::ordering;
-
-/// Largest total length of a chain's buffers (virtio 1.2 §2.7.5.2: "MUST NOT add a descriptor
-/// chain longer than 2^32 bytes in total").
-const MAX_CHAIN_BYTES: u64 = 1 << 32;
 
 /// One descriptor as read (once) from shared memory.
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +48,9 @@ pub(crate) struct SplitChain<'q, 'm, M> {
     pos: Option<u16>,
     /// An error to yield before anything else (a broken queue, a misused handle).
     pending: Option<DeviceQueueError>,
-    seen_writable: bool,
-    total_bytes: u64,
+    rules: SegmentRules,
+    /// Where a complete walk records the chain's writable capacity.
+    capacity: Option<&'q Cell<u64>>,
 }
 
 impl<M> Clone for SplitChain<'_, '_, M> {
@@ -84,6 +82,7 @@ impl<'q, 'm, M: GuestMemory> SplitChain<'q, 'm, M> {
         broken: &'q Cell<Option<Violation>>,
         indirect_allowed: bool,
         pending: Option<DeviceQueueError>,
+        capacity: Option<&'q Cell<u64>>,
     ) -> Self {
         SplitChain {
             mem,
@@ -95,8 +94,8 @@ impl<'q, 'm, M: GuestMemory> SplitChain<'q, 'm, M> {
             visited: 0,
             pos: Some(head),
             pending,
-            seen_writable: false,
-            total_bytes: 0,
+            rules: SegmentRules::default(),
+            capacity,
         }
     }
 
@@ -154,14 +153,10 @@ impl<'q, 'm, M: GuestMemory> SplitChain<'q, 'm, M> {
         if d.has(desc::F_NEXT) {
             return Err(self.violation(Violation::IndirectWithNext));
         }
-        let entries = d.len / desc::SIZE as u32;
-        if d.len == 0 || d.len % desc::SIZE as u32 != 0 || entries > u32::from(MAX_QUEUE_SIZE) {
-            return Err(self.violation(Violation::IndirectTableSize { len: d.len }));
-        }
         // The §2.7.5.3.2 device requirement: ignore VIRTQ_DESC_F_WRITE on this descriptor.
-        let t = match self.mem.translate(d.addr, u64::from(d.len)) {
+        let (t, entries) = match indirect_table(self.mem, d.addr, d.len) {
             Ok(t) => t,
-            Err(e) => return Err(self.violation(Violation::IndirectTableMemory(e))),
+            Err(v) => return Err(self.violation(v)),
         };
         self.indirect = Some(t);
         self.table_len = entries;
@@ -180,20 +175,13 @@ impl<'q, 'm, M: GuestMemory> SplitChain<'q, 'm, M> {
             }
         }
         let direction = if d.has(desc::F_WRITE) {
-            self.seen_writable = true;
             Direction::DeviceWritable
-        } else if self.seen_writable {
-            return Err(self.violation(Violation::ReadableAfterWritable));
         } else {
             Direction::DeviceReadable
         };
-        self.total_bytes += u64::from(d.len);
-        if self.total_bytes > MAX_CHAIN_BYTES {
-            return Err(self.violation(Violation::ChainTooLarge));
-        }
-        let slice = match self.mem.translate(d.addr, u64::from(d.len)) {
+        let segment = match self.rules.check(self.mem, d.addr, d.len, direction) {
             Ok(s) => s,
-            Err(e) => return Err(self.violation(Violation::BufferMemory(e))),
+            Err(v) => return Err(self.violation(v)),
         };
         self.pos = if !d.has(desc::F_NEXT) {
             None
@@ -206,11 +194,7 @@ impl<'q, 'm, M: GuestMemory> SplitChain<'q, 'm, M> {
                 table_len,
             }));
         };
-        Ok(Segment {
-            addr: d.addr,
-            slice,
-            direction,
-        })
+        Ok(segment)
     }
 
     /// The next segment; `None` at the end of the chain or after an error.
@@ -228,6 +212,8 @@ impl<'q, 'm, M: GuestMemory> SplitChain<'q, 'm, M> {
         let r = self.step(idx);
         if r.is_err() {
             self.pos = None;
+        } else if self.pos.is_none() {
+            self.rules.record(self.capacity);
         }
         Some(r)
     }
