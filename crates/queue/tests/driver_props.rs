@@ -1,6 +1,8 @@
-//! Property test of the driver side against a reference model, for every ring format: random
-//! sequences of add / publish / kick / device take, use and publish / pop_used / notification
-//! switches / device reset with detach. Every token comes back exactly once, with the length the
+//! Property test of the driver side against a reference model, for every ring format, with and
+//! without INDIRECT_DESC, EVENT_IDX and IN_ORDER: random sequences of add / publish / kick /
+//! device take, use (one at a time or, in order, as a batch) and publish / pop_used /
+//! notification switches / device reset with detach. The notification data always names the
+//! next entry to publish. Every token comes back exactly once, with the length the
 //! device wrote, in the order the device used them; the device sees exactly the segments added;
 //! descriptors are conserved; the strict fake device accepts everything the driver writes.
 // Tests: a panic is a failed test.
@@ -33,10 +35,16 @@ enum Op {
     Kick,
     /// The device takes up to this many published buffers.
     Take(usize),
-    /// The device uses the held buffer at this position (modulo), writing this fraction (of
-    /// 256ths) of its writable bytes.
+    /// The device uses the held buffer at this position (modulo; with IN_ORDER always the
+    /// oldest), writing this fraction (of 256ths) of its writable bytes.
     Use {
         pick: usize,
+        fraction: u16,
+    },
+    /// IN_ORDER: the device uses up to this many of the oldest held buffers with one used
+    /// element naming the last (virtio 1.2 §2.7.9, §2.8.8); without IN_ORDER, one at a time.
+    UseBatch {
+        count: usize,
         fraction: u16,
     },
     DevicePublish,
@@ -55,6 +63,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Kick),
         4 => (1usize..5).prop_map(Op::Take),
         4 => (any::<usize>(), 0u16..=256).prop_map(|(pick, fraction)| Op::Use { pick, fraction }),
+        2 => (1usize..5, 0u16..=256).prop_map(|(count, fraction)| Op::UseBatch { count, fraction }),
         3 => Just(Op::DevicePublish),
         5 => Just(Op::Pop),
         1 => Just(Op::Disable),
@@ -86,6 +95,9 @@ struct Model {
     /// Tokens in flight; tokens returned (by pop_used or detach).
     in_flight: HashSet<u32>,
     returned: HashSet<u32>,
+    /// Buffers and descriptors published since the queue was (re)started.
+    published_bufs: u64,
+    published_descs: u64,
 }
 
 impl Model {
@@ -108,6 +120,44 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Every buffer added is published.
+    fn published_all(&mut self) {
+        let n = self.avail.len();
+        for b in self.avail.iter().skip(n - self.unpublished) {
+            self.published_bufs += 1;
+            self.published_descs += u64::from(b.descs);
+        }
+        self.unpublished = 0;
+    }
+}
+
+/// NOTIFICATION_DATA (virtio 1.2 §2.9): split: the available index; packed: the offset and
+/// wrap counter of the next descriptor, everything before it published.
+fn check_notification_data(q: &DriverQueue<u32>, m: &Model, s: &Setup) {
+    let n = q.notification_data(7);
+    assert_eq!(n.vqn, 7);
+    match s.format {
+        RingFormat::Split => assert_eq!(u64::from(n.next_idx()), m.published_bufs % 65536),
+        RingFormat::Packed => {
+            let size = u64::from(s.size);
+            assert_eq!(u64::from(n.next_off), m.published_descs % size);
+            let laps = m.published_descs / size;
+            assert_eq!(
+                n.next_wrap.is_set(),
+                laps % 2 == 0,
+                "wrap counter starts at 1"
+            );
+        }
+    }
+}
+
+/// `fraction` 256ths of the buffer's writable bytes.
+fn fraction_of(buf: &Buf, fraction: u16) -> u32 {
+    let writable: u64 = buf.writable.iter().map(|s| u64::from(s.len)).sum();
+    u32::try_from(writable * u64::from(fraction) / 256).unwrap()
+}
+
 struct Setup {
     format: RingFormat,
     size: u16,
@@ -120,18 +170,26 @@ const FEATURE_SETS: &[Features] = &[
     Features::INDIRECT_DESC,
     Features::EVENT_IDX,
     Features::INDIRECT_DESC.union(Features::EVENT_IDX),
+    Features::IN_ORDER,
+    Features::IN_ORDER
+        .union(Features::INDIRECT_DESC)
+        .union(Features::EVENT_IDX),
 ];
 
 fn setup() -> impl Strategy<Value = Setup> {
     (
         proptest::sample::select(FORMATS),
-        proptest::sample::select(&[1u16, 2, 4, 8, 16][..]),
+        proptest::sample::select(&[1u16, 2, 3, 4, 5, 8, 13, 16][..]),
         proptest::sample::select(FEATURE_SETS),
         proptest::sample::select(&[0u16, 2, 3, 16][..]),
     )
         .prop_map(|(format, size, features, indirect_table_len)| Setup {
             format,
-            size,
+            // Split sizes are powers of two (virtio 1.2 §2.7); packed ones need not be (§2.8).
+            size: match format {
+                RingFormat::Split => size.next_power_of_two(),
+                RingFormat::Packed => size,
+            },
             features,
             indirect_table_len,
         })
@@ -167,7 +225,7 @@ fn run(s: &Setup, ops: &[Op]) {
     };
     let mut m = Model::default();
     for op in ops {
-        step(&mut q, dev.as_mut(), &mut m, s.size, table, op);
+        step(&mut q, dev.as_mut(), &mut m, s, table, op);
         assert_eq!(
             q.num_free() + m.descs_in_use(),
             s.size,
@@ -177,12 +235,12 @@ fn run(s: &Setup, ops: &[Op]) {
         assert!(!q.is_broken());
     }
     // Drain: everything added comes back, with what the device wrote.
-    step(&mut q, dev.as_mut(), &mut m, s.size, table, &Op::Publish);
+    step(&mut q, dev.as_mut(), &mut m, s, table, &Op::Publish);
     step(
         &mut q,
         dev.as_mut(),
         &mut m,
-        s.size,
+        s,
         table,
         &Op::Take(usize::MAX),
     );
@@ -191,7 +249,7 @@ fn run(s: &Setup, ops: &[Op]) {
             &mut q,
             dev.as_mut(),
             &mut m,
-            s.size,
+            s,
             table,
             &Op::Use {
                 pick: 0,
@@ -199,16 +257,9 @@ fn run(s: &Setup, ops: &[Op]) {
             },
         );
     }
-    step(
-        &mut q,
-        dev.as_mut(),
-        &mut m,
-        s.size,
-        table,
-        &Op::DevicePublish,
-    );
+    step(&mut q, dev.as_mut(), &mut m, s, table, &Op::DevicePublish);
     while !m.used.is_empty() {
-        step(&mut q, dev.as_mut(), &mut m, s.size, table, &Op::Pop);
+        step(&mut q, dev.as_mut(), &mut m, s, table, &Op::Pop);
     }
     assert_eq!(q.pop_used().unwrap(), None);
     assert!(m.in_flight.is_empty());
@@ -224,10 +275,12 @@ fn step(
     q: &mut DriverQueue<u32>,
     dev: &mut dyn FakeDevice,
     m: &mut Model,
-    size: u16,
+    s: &Setup,
     table: u16,
     op: &Op,
 ) {
+    let size = s.size;
+    let in_order = s.features.contains(Features::IN_ORDER);
     match op {
         Op::Add { readable, writable } => {
             let token = m.next_token;
@@ -273,11 +326,13 @@ fn step(
         }
         Op::Publish => {
             q.publish().unwrap();
-            m.unpublished = 0;
+            m.published_all();
+            check_notification_data(q, m, s);
         }
         Op::Kick => {
             q.kick_prepare().unwrap();
-            m.unpublished = 0;
+            m.published_all();
+            check_notification_data(q, m, s);
         }
         Op::Take(n) => {
             for _ in 0..*n {
@@ -303,11 +358,36 @@ fn step(
         }
         Op::Use { pick, fraction } => {
             if !m.held.is_empty() {
-                let (id, buf) = m.held.remove(pick % m.held.len());
-                let writable: u64 = buf.writable.iter().map(|s| u64::from(s.len)).sum();
-                let written = u32::try_from(writable * u64::from(*fraction) / 256).unwrap();
+                let pick = if in_order { 0 } else { pick % m.held.len() };
+                let (id, buf) = m.held.remove(pick);
+                let written = fraction_of(&buf, *fraction);
                 dev.use_buffer(id, written);
                 m.used_unpublished.push_back((buf, written));
+            }
+        }
+        Op::UseBatch { count, fraction } => {
+            let count = (*count).min(m.held.len());
+            if count == 0 {
+                return;
+            }
+            if !in_order {
+                for _ in 0..count {
+                    let pick = Op::Use {
+                        pick: 0,
+                        fraction: *fraction,
+                    };
+                    step(q, dev, m, s, table, &pick);
+                }
+                return;
+            }
+            let batch: Vec<_> = m.held.drain(..count).collect();
+            let (last_id, last) = batch.last().unwrap();
+            let written = fraction_of(last, *fraction);
+            assert_eq!(dev.use_batch(count, written), *last_id);
+            // The buffers before the last come back with 0 bytes written.
+            for (i, (_, buf)) in batch.into_iter().enumerate() {
+                let w = if i + 1 == count { written } else { 0 };
+                m.used_unpublished.push_back((buf, w));
             }
         }
         Op::DevicePublish => {
@@ -335,6 +415,8 @@ fn step(
                 m.give_back(token);
             }
             q.reset().unwrap();
+            m.published_bufs = 0;
+            m.published_descs = 0;
             m.avail.clear();
             m.unpublished = 0;
             m.held.clear();

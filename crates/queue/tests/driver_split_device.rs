@@ -334,8 +334,8 @@ fn error_messages_match_their_docs() {
     let v = DeviceViolation::UsedIdOutOfRange { id: 9, size: 8 };
     assert_eq!(
         DriverQueueError::Device(v).to_string(),
-        "device broke a ring rule: used element names descriptor 9, outside the table of 8 \
-         descriptors; the queue is now broken"
+        "device broke a ring rule: used element names id 9, outside the queue of 8 descriptors; \
+         the queue is now broken"
     );
     assert_eq!(
         DriverQueueError::QueueFull { needed: 2, free: 1 }.to_string(),

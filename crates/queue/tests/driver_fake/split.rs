@@ -55,6 +55,8 @@ pub struct SplitFakeDevice {
     used_published: u16,
     /// Descriptors (of the main table) each held buffer occupies, by id.
     held: HashMap<u16, Vec<u16>>,
+    /// Held buffers in the order taken.
+    taken: Vec<u16>,
 }
 
 impl SplitFakeDevice {
@@ -69,6 +71,7 @@ impl SplitFakeDevice {
             used_next: 0,
             used_published: 0,
             held: HashMap::new(),
+            taken: vec![],
         }
     }
 
@@ -321,6 +324,7 @@ impl FakeDevice for SplitFakeDevice {
             "chain shares descriptors"
         );
         self.held.insert(head, descs);
+        self.taken.push(head);
         self.last_avail = self.last_avail.wrapping_add(1);
         Some(buf)
     }
@@ -330,8 +334,24 @@ impl FakeDevice for SplitFakeDevice {
             self.held.remove(&id).is_some(),
             "device test bug: buffer {id} not held"
         );
+        self.taken.retain(|&t| t != id);
         self.write_used_raw(self.used_next, u32::from(id), written);
         self.used_next = self.used_next.wrapping_add(1);
+    }
+
+    fn use_batch(&mut self, count: usize, written: u32) -> u16 {
+        assert!(count >= 1 && count <= self.taken.len(), "device test bug");
+        let batch: Vec<u16> = self.taken.drain(..count).collect();
+        for id in &batch {
+            self.held.remove(id);
+        }
+        let last = *batch.last().unwrap();
+        self.write_used_raw(self.used_next, u32::from(last), written);
+        for i in 1..count as u16 {
+            self.write_used_raw(self.used_next.wrapping_add(i), 0xdead, u32::MAX);
+        }
+        self.used_next = self.used_next.wrapping_add(count as u16);
+        last
     }
 
     fn publish_used(&mut self) -> bool {
@@ -355,5 +375,6 @@ impl FakeDevice for SplitFakeDevice {
         self.used_next = 0;
         self.used_published = 0;
         self.held.clear();
+        self.taken.clear();
     }
 }
