@@ -4,8 +4,10 @@
 //! driver published, with exactly the segments (address, length, direction, bytes) it added, and
 //! every used element must come back to the driver as the device wrote it, in order.
 //!
-//! The runner is generic over [`FakeDriver`] and drives the format-independent [`DeviceQueue`],
-//! so another ring format joins by adding its fake and one more `proptest!` entry.
+//! The runner is generic over [`FakeDriver`] and drives the format-independent [`DeviceQueue`];
+//! one suite runs it for both ring formats (split, virtio 1.2 §2.7; packed, §2.8), with and
+//! without EVENT_IDX, and with IN_ORDER (§2.7.9, §2.8.8), where the device uses chains in the
+//! order it popped them and writes one used entry per run of completely used chains.
 // Tests: a panic is a failed test.
 #![allow(
     clippy::unwrap_used,
@@ -18,6 +20,7 @@ mod device_fake;
 
 use std::collections::VecDeque;
 
+use device_fake::packed::PackedFake;
 use device_fake::split::SplitFake;
 use device_fake::{pattern, Added, BufSpec, ChainSpec, FakeDriver, Reaped, MAX_BUF, MAX_INDIRECT};
 use proptest::prelude::*;
@@ -107,8 +110,9 @@ struct Model {
     visible: VecDeque<Reaped>,
 }
 
-/// Runs `ops` against a device queue over `drv`, checking everything against the model.
-fn run<F: FakeDriver>(mut drv: F, ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Runs `ops` against a device queue over `drv`, checking everything against the model. With
+/// `in_order`, `Use` always uses the oldest held chain.
+fn run<F: FakeDriver>(mut drv: F, in_order: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut q = DeviceQueue::new(drv.mem(), &drv.config(), DeviceQueueState::default()).unwrap();
     let mut m = Model::default();
     for op in ops {
@@ -159,7 +163,11 @@ fn run<F: FakeDriver>(mut drv: F, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if m.held.is_empty() {
                     continue;
                 }
-                let (chain, added) = m.held.swap_remove(i % m.held.len());
+                let (chain, added) = if in_order {
+                    m.held.remove(0)
+                } else {
+                    m.held.swap_remove(i % m.held.len())
+                };
                 let mut written = Vec::new();
                 for seg in q.chain(&chain, drv.mem()) {
                     let seg = seg.unwrap();
@@ -196,17 +204,50 @@ fn run<F: FakeDriver>(mut drv: F, ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+/// The ring formats and feature sets the suite runs with.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Split,
+    Packed,
+}
 
+fn run_format(
+    format: Format,
+    size: u16,
+    event_idx: bool,
+    in_order: bool,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let mut features = Features::INDIRECT_DESC;
+    features.set(Features::EVENT_IDX, event_idx);
+    features.set(Features::IN_ORDER, in_order);
+    match format {
+        Format::Split => run(SplitFake::new(size, features), in_order, ops),
+        Format::Packed => run(PackedFake::new(size, features), in_order, ops),
+    }
+}
+
+fn format() -> impl Strategy<Value = Format> {
+    prop_oneof![Just(Format::Split), Just(Format::Packed)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Split sizes are powers of two; packed sizes any value (virtio 1.2 §2.8.10.1).
     #[test]
-    fn split_device_queue_matches_the_model(
+    fn device_queue_matches_the_model(
+        format in format(),
         size_log in 0u32..5,
+        odd_size in 1u16..20,
         event_idx in any::<bool>(),
+        in_order in any::<bool>(),
         ops in prop::collection::vec(op(), 1..120),
     ) {
-        let mut features = Features::INDIRECT_DESC;
-        features.set(Features::EVENT_IDX, event_idx);
-        run(SplitFake::new(1 << size_log, features), ops)?;
+        let size = match format {
+            Format::Split => 1 << size_log,
+            Format::Packed => odd_size,
+        };
+        run_format(format, size, event_idx, in_order, ops)?;
     }
 }

@@ -17,6 +17,7 @@ use super::inflight::InFlight;
 use super::packed_chain::PackedChain;
 use super::packed_held::{HeldDesc, HeldStore};
 use super::packed_pos::RingPos;
+use super::segment::WalkLinks;
 use super::{AvailChain, ChainReader, DeviceQueueError, DeviceQueueState, RingArea, Violation};
 use crate::{ordering, QueueConfig};
 
@@ -402,9 +403,11 @@ impl PackedDeviceQueue {
             mem,
             &self.held,
             self.held.first(chain.id),
-            &self.broken,
-            pending,
-            self.capacities.cell(chain.id),
+            WalkLinks {
+                broken: &self.broken,
+                pending,
+                capacity: self.capacities.cell(chain.id),
+            },
         ))
     }
 

@@ -14,7 +14,7 @@ use vireo_memory::{GuestMemory, SharedSlice};
 use vireo_spec::packed::desc;
 
 use super::packed_held::{HeldDesc, HeldStore};
-use super::segment::{indirect_table, SegmentRules};
+use super::segment::{indirect_table, SegmentRules, WalkLinks};
 use super::{DeviceQueueError, Direction, RingArea, Segment, Violation};
 use crate::ordering;
 
@@ -66,10 +66,13 @@ impl<'q, 'm, M: GuestMemory> PackedChain<'q, 'm, M> {
         mem: &'m M,
         held: &'q HeldStore,
         first: Option<u16>,
-        broken: &'q Cell<Option<Violation>>,
-        pending: Option<DeviceQueueError>,
-        capacity: Option<&'q Cell<u64>>,
+        links: WalkLinks<'q>,
     ) -> Self {
+        let WalkLinks {
+            broken,
+            pending,
+            capacity,
+        } = links;
         PackedChain {
             mem,
             held,

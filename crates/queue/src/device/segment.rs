@@ -6,7 +6,7 @@ use core::cell::Cell;
 
 use vireo_memory::{GuestMemory, SharedSlice};
 
-use super::{Direction, Segment, Violation};
+use super::{DeviceQueueError, Direction, Segment, Violation};
 
 /// Largest total length of a chain's buffers (virtio 1.2 §2.7.5.2: "MUST NOT add a descriptor
 /// chain longer than 2^32 bytes in total"; the packed ring's used length is 32 bits as well).
@@ -17,6 +17,17 @@ const DESC_SIZE: u32 = 16;
 
 /// Most entries an indirect table may have (the largest queue size).
 const MAX_INDIRECT_ENTRIES: u32 = 32768;
+
+/// What a chain walk shares with its queue, whatever the format.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WalkLinks<'q> {
+    /// The queue's latch (see the policy in [`crate::device`]).
+    pub(crate) broken: &'q Cell<Option<Violation>>,
+    /// An error to yield before anything else (a broken queue, a misused handle).
+    pub(crate) pending: Option<DeviceQueueError>,
+    /// Where a complete walk records the chain's writable capacity.
+    pub(crate) capacity: Option<&'q Cell<u64>>,
+}
 
 /// The running checks over one walk of a chain: readable segments before writable ones, a
 /// bounded total length, every buffer in guest memory.

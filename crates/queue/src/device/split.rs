@@ -13,6 +13,7 @@ use vireo_spec::Features;
 
 use super::in_order::{Batch, Capacities, Run};
 use super::inflight::InFlight;
+use super::segment::WalkLinks;
 use super::split_chain::SplitChain;
 use super::{AvailChain, ChainReader, DeviceQueueError, DeviceQueueState, RingArea, Violation};
 use crate::{ordering, QueueConfig};
@@ -321,10 +322,12 @@ impl SplitDeviceQueue {
             self.desc.slice(),
             self.size,
             chain.id,
-            &self.broken,
             self.indirect,
-            pending,
-            self.capacities.cell(chain.id),
+            WalkLinks {
+                broken: &self.broken,
+                pending,
+                capacity: self.capacities.cell(chain.id),
+            },
         ))
     }
 

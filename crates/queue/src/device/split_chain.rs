@@ -11,7 +11,7 @@ use core::fmt;
 use vireo_memory::{GuestMemory, SharedSlice};
 use vireo_spec::split::desc;
 
-use super::segment::{indirect_table, SegmentRules};
+use super::segment::{indirect_table, SegmentRules, WalkLinks};
 use super::{DeviceQueueError, Direction, RingArea, Segment, Violation};
 use crate::ordering;
 
@@ -79,11 +79,14 @@ impl<'q, 'm, M: GuestMemory> SplitChain<'q, 'm, M> {
         table: SharedSlice<'q>,
         size: u16,
         head: u16,
-        broken: &'q Cell<Option<Violation>>,
         indirect_allowed: bool,
-        pending: Option<DeviceQueueError>,
-        capacity: Option<&'q Cell<u64>>,
+        links: WalkLinks<'q>,
     ) -> Self {
+        let WalkLinks {
+            broken,
+            pending,
+            capacity,
+        } = links;
         SplitChain {
             mem,
             table,

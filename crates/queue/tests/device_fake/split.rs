@@ -1,7 +1,7 @@
 //! A strict fake split-ring driver (virtio 1.2 §2.7.13 "Supplying Buffers to The Device"), and
 //! raw ring access for tests that write malformed rings on purpose.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use vireo_memory::{GuestMemory, GuestMemoryMap, OwnedRegion, SharedSlice};
 use vireo_queue::device::Direction;
@@ -258,6 +258,10 @@ pub struct SplitFake {
     next_avail: u16,
     last_used: u16,
     outstanding: HashMap<u16, Outstanding>,
+    /// Chain ids in the order they were made available (for IN_ORDER batches).
+    order: VecDeque<u16>,
+    /// Chains taken back from one in-order batch, not yet returned by `reap`.
+    ready: VecDeque<Reaped>,
 }
 
 impl SplitFake {
@@ -269,7 +273,13 @@ impl SplitFake {
             next_avail: 0,
             last_used: 0,
             outstanding: HashMap::new(),
+            order: VecDeque::new(),
+            ready: VecDeque::new(),
         }
+    }
+
+    fn in_order(&self) -> bool {
+        self.ring.features.contains(Features::IN_ORDER)
     }
 
     /// Puts the driver where a resumed queue is (after an earlier life of the queue): the next
@@ -301,6 +311,48 @@ impl SplitFake {
             Direction::DeviceReadable => 0,
             Direction::DeviceWritable => desc::F_WRITE,
         }
+    }
+}
+
+impl SplitFake {
+    /// Checks chain `id` came back intact and returns what the device wrote; `len` is the used
+    /// length, or `None` for a chain skipped by an in-order batch (used completely).
+    fn take_back(&mut self, id: u16, len: Option<u32>) -> Reaped {
+        let o = self
+            .outstanding
+            .remove(&id)
+            .unwrap_or_else(|| panic!("device used chain {id}, which it does not hold"));
+        let capacity: u32 = o
+            .segs
+            .iter()
+            .filter(|s| s.direction == Direction::DeviceWritable)
+            .map(|s| s.len)
+            .sum();
+        let len = len.unwrap_or(capacity);
+        assert!(
+            len <= capacity,
+            "device claims {len} bytes written into {capacity}"
+        );
+        let mut written = Vec::new();
+        for (i, s) in o.segs.iter().enumerate() {
+            let mut bytes = vec![0; s.len as usize];
+            self.ring
+                .at(s.addr, u64::from(s.len))
+                .read(0, &mut bytes)
+                .unwrap();
+            match s.direction {
+                Direction::DeviceReadable => {
+                    let expected: Vec<u8> = (0..s.len as usize)
+                        .map(|o2| pattern(o.seed, i, o2))
+                        .collect();
+                    assert_eq!(bytes, expected, "device wrote into readable segment {i}");
+                }
+                Direction::DeviceWritable => written.extend_from_slice(&bytes),
+            }
+        }
+        written.truncate(len as usize);
+        self.free.extend(o.descs);
+        Reaped { id, len, written }
     }
 }
 
@@ -379,6 +431,9 @@ impl FakeDriver for SplitFake {
         let id = descs[0];
         self.ring.set_avail_entry(self.next_avail, id);
         self.next_avail = self.next_avail.wrapping_add(1);
+        if self.in_order() {
+            self.order.push_back(id);
+        }
         self.outstanding.insert(
             id,
             Outstanding {
@@ -395,6 +450,9 @@ impl FakeDriver for SplitFake {
     }
 
     fn reap(&mut self) -> Option<Reaped> {
+        if let Some(r) = self.ready.pop_front() {
+            return Some(r);
+        }
         let used_idx = self.ring.used_idx();
         let pending = used_idx.wrapping_sub(self.last_used);
         if pending == 0 {
@@ -406,45 +464,36 @@ impl FakeDriver for SplitFake {
             self.outstanding.len()
         );
         let (id, len) = self.ring.used_elem(self.last_used);
-        self.last_used = self.last_used.wrapping_add(1);
         let id = u16::try_from(id).unwrap_or_else(|_| panic!("used id {id} is not a u16"));
-        let o = self
-            .outstanding
-            .remove(&id)
-            .unwrap_or_else(|| panic!("device used chain {id}, which it does not hold"));
-        let capacity: u32 = o
-            .segs
-            .iter()
-            .filter(|s| s.direction == Direction::DeviceWritable)
-            .map(|s| s.len)
-            .sum();
+        if !self.in_order() {
+            self.last_used = self.last_used.wrapping_add(1);
+            return Some(self.take_back(id, Some(len)));
+        }
+        // virtio 1.2 §2.7.9: one used element for the batch ending with chain `id`; used.idx
+        // moved by the batch size.
         assert!(
-            len <= capacity,
-            "device claims {len} bytes written into {capacity}"
+            self.order.contains(&id),
+            "device used chain {id}, which it does not hold"
         );
-        let mut written = Vec::new();
-        for (i, s) in o.segs.iter().enumerate() {
-            let mut bytes = vec![0; s.len as usize];
-            self.ring
-                .at(s.addr, u64::from(s.len))
-                .read(0, &mut bytes)
-                .unwrap();
-            match s.direction {
-                Direction::DeviceReadable => {
-                    let expected: Vec<u8> = (0..s.len as usize)
-                        .map(|o2| pattern(o.seed, i, o2))
-                        .collect();
-                    assert_eq!(bytes, expected, "device wrote into readable segment {i}");
-                }
-                Direction::DeviceWritable => written.extend_from_slice(&bytes),
+        let mut batch = 0u16;
+        while let Some(next) = self.order.pop_front() {
+            let last = next == id;
+            let r = self.take_back(next, last.then_some(len));
+            batch += 1;
+            self.ready.push_back(r);
+            if last {
+                break;
             }
         }
-        written.truncate(len as usize);
-        self.free.extend(o.descs);
-        Some(Reaped { id, len, written })
+        assert!(
+            batch <= pending,
+            "a batch of {batch} chains but used.idx moved by {pending}"
+        );
+        self.last_used = self.last_used.wrapping_add(batch);
+        self.ready.pop_front()
     }
 
     fn outstanding(&self) -> usize {
-        self.outstanding.len()
+        self.outstanding.len() + self.ready.len()
     }
 }
