@@ -63,7 +63,7 @@ impl SeenBuffer {
 }
 
 /// A device of one ring format, strict about what the driver does.
-pub trait FakeDevice {
+pub trait FakeDevice: Send {
     /// The guest memory (ring and data regions).
     fn mem(&self) -> &GuestMemoryMap;
     /// Takes the next published buffer, if any; panics if the driver broke a rule.
@@ -80,6 +80,9 @@ pub trait FakeDevice {
     fn publish_used(&mut self) -> bool;
     /// Buffers taken and not yet used.
     fn held(&self) -> usize;
+    /// Before waiting for a kick: asks for one (with EVENT_IDX: at the next entry to take),
+    /// then a full fence and a fresh look; `true` if a buffer is already available.
+    fn arm_avail_notifications(&self) -> bool;
     /// Forgets everything (the device was reset); the driver must reset its queue too.
     fn reset(&mut self);
 }

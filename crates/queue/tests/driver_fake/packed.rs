@@ -355,6 +355,10 @@ impl FakeDevice for PackedFakeDevice {
         self.held.len()
     }
 
+    fn arm_avail_notifications(&self) -> bool {
+        PackedFakeDevice::arm_avail_notifications(self)
+    }
+
     fn reset(&mut self) {
         self.next_avail = Pos::START;
         self.next_used = Pos::START;

@@ -370,6 +370,10 @@ impl FakeDevice for SplitFakeDevice {
         self.held.len()
     }
 
+    fn arm_avail_notifications(&self) -> bool {
+        SplitFakeDevice::arm_avail_notifications(self)
+    }
+
     fn reset(&mut self) {
         self.last_avail = 0;
         self.used_next = 0;
