@@ -7,7 +7,8 @@
 //!
 //! - the *producer* publishes a descriptor (flags with `PUBLISH`), `notify_fence()`, reads the
 //!   consumer's structure (`flags`, then `off_wrap`, with `FIELD`) and notifies iff `flags` is
-//!   ENABLE, or DESC and the descriptor at `off_wrap` was just published (the formula of Linux
+//!   ENABLE, or DESC and the descriptor at `off_wrap` was just published
+//!   (`vireo_spec::packed::need_event`, which the ring code calls; the formula of Linux
 //!   `virtqueue_kick_prepare_packed` / QEMU `vring_packed_need_event`);
 //! - the *consumer*, going idle, writes its structure (`off_wrap` = its next position and wrap
 //!   counter, then `flags` = DESC or ENABLE, with `FIELD`), `notify_fence()`, re-reads the
@@ -99,13 +100,11 @@ struct Shared {
 fn producer(s: &Shared, dir: Direction, o: Orderings) -> bool {
     s.desc_flags.store(dir.published(), o.publish);
     // After publishing slot 1 (the last), the producer's position wraps to 0 and its wrap
-    // counter flips; one descriptor was added, so `old` is one before `new` (Linux:
-    // `old = next_avail_idx - num_added`).
+    // counter flips; one descriptor was published.
     let (new, wrap) = ((SLOT + 1) % SIZE, WRAP.toggled());
-    let old = new.wrapping_sub(1);
     o.notify_fence();
     match s.event_flags.load(o.field) {
-        EVENT_DESC => need_event(s.off_wrap.load(o.field), wrap, new, old, SIZE),
+        EVENT_DESC => need_event(s.off_wrap.load(o.field), new, wrap, 1, SIZE),
         flags => flags != EVENT_DISABLE,
     }
 }
@@ -154,9 +153,9 @@ const SPEC: Orderings = Orderings::SPEC;
 fn need_event_crosses_the_wrap() {
     // The device asked for slot 1 of lap 1; the driver just published it and wrapped to 0.
     let off_wrap = SLOT | WRAP_BIT;
-    assert!(need_event(off_wrap, WrapCounter::ZERO, 0, 0xffff, SIZE));
+    assert!(need_event(off_wrap, 0, WrapCounter::ZERO, 1, SIZE));
     // A request for slot 0 of lap 0 (the next one) is not yet due.
-    assert!(!need_event(0, WrapCounter::ZERO, 0, 0xffff, SIZE));
+    assert!(!need_event(0, 0, WrapCounter::ZERO, 1, SIZE));
 }
 
 #[test]

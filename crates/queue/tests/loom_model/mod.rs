@@ -87,30 +87,16 @@ where
     );
 }
 
-/// Packed ring pieces (virtio 1.2 §2.8): the flag logic is `vireo_spec::packed`'s own
-/// (`WrapCounter::{avail_flags, used_flags, is_avail, is_used}`), so the model checks it too.
+/// Packed ring pieces (virtio 1.2 §2.8): the flag logic and the DESC-mode decision are
+/// `vireo_spec::packed`'s own (`WrapCounter::{avail_flags, used_flags, is_avail, is_used}`,
+/// `need_event`), the very functions the ring code calls, so the model checks them too.
 pub mod packed {
     pub use vireo_spec::packed::desc::{F_AVAIL, F_USED};
     pub use vireo_spec::packed::event::{FLAGS_DESC, FLAGS_DISABLE, FLAGS_ENABLE, WRAP_BIT};
     pub use vireo_spec::packed::WrapCounter;
 
-    /// Does moving from ring position `old` to `new` (the notifier's wrap counter now being
-    /// `wrap`) pass the other side's `off_wrap` event? (§2.8.10; the formula of Linux's
-    /// `virtqueue_kick_prepare_packed` and QEMU's `vring_packed_need_event`: an event in the
-    /// other lap is moved one ring length back.)
-    pub const fn need_event(
-        off_wrap: u16,
-        wrap: WrapCounter,
-        new: u16,
-        old: u16,
-        size: u16,
-    ) -> bool {
-        let mut off = off_wrap & !WRAP_BIT;
-        if (off_wrap & WRAP_BIT != 0) != wrap.is_set() {
-            off = off.wrapping_sub(size);
-        }
-        vireo_spec::split::need_event(off, new, old)
-    }
+    /// `vireo_spec::packed::need_event`, the DESC-mode decision the ring code makes (§2.8.10).
+    pub use vireo_spec::packed::need_event;
 }
 
 /// Outcomes the model reached over all explored executions (a plain `std` mutex outside loom's
