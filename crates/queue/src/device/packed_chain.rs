@@ -33,6 +33,8 @@ pub(crate) struct PackedChain<'q, 'm, M> {
     rules: SegmentRules,
     /// Where a complete walk records the chain's writable capacity.
     capacity: Option<&'q Cell<u64>>,
+    /// The walk is over (its end reached, or an error yielded).
+    finished: bool,
 }
 
 impl<M> Clone for PackedChain<'_, '_, M> {
@@ -82,6 +84,7 @@ impl<'q, 'm, M: GuestMemory> PackedChain<'q, 'm, M> {
             pending,
             rules: SegmentRules::default(),
             capacity,
+            finished: false,
         }
     }
 
@@ -166,7 +169,7 @@ impl<'q, 'm, M: GuestMemory> PackedChain<'q, 'm, M> {
             self.end();
             return Some(Err(e));
         }
-        if self.pos.is_none() && self.indirect.is_none() {
+        if self.finished {
             return None;
         }
         if let Some(v) = self.broken.get() {
@@ -190,5 +193,6 @@ impl<'q, 'm, M: GuestMemory> PackedChain<'q, 'm, M> {
     fn end(&mut self) {
         self.pos = None;
         self.indirect = None;
+        self.finished = true;
     }
 }

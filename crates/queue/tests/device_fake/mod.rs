@@ -101,4 +101,7 @@ pub trait FakeDriver {
     fn reap(&mut self) -> Option<Reaped>;
     /// Chains added and not yet reaped.
     fn outstanding(&self) -> usize;
+    /// The driver's side of a queue reset (virtio 1.2 §2.6.1): forgets every chain (reclaims
+    /// them) and zeroes the ring for a fresh start in the same memory.
+    fn reset(&mut self);
 }

@@ -478,4 +478,17 @@ impl FakeDriver for PackedFake {
     fn outstanding(&self) -> usize {
         self.outstanding.len() + self.ready.len()
     }
+
+    fn reset(&mut self) {
+        let l = self.ring.layout;
+        let zeros = vec![0; (l.itables - l.desc) as usize];
+        self.ring
+            .at(l.desc, zeros.len() as u64)
+            .write(0, &zeros)
+            .unwrap();
+        *self = PackedFake {
+            ring: self.ring.clone(),
+            ..PackedFake::new(l.size, self.ring.features)
+        };
+    }
 }
