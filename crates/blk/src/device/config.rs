@@ -80,7 +80,11 @@ fn packed_supported() -> bool {
 }
 
 /// The initial configuration space.
-pub(crate) fn config_space(storage: &dyn Storage, limits: &Limits, options: &BlkOptions) -> BlkConfig {
+pub(crate) fn config_space(
+    storage: &dyn Storage,
+    limits: &Limits,
+    options: &BlkOptions,
+) -> BlkConfig {
     let block_sectors = u32::try_from(u64::from(limits.block_size) / SECTOR_SIZE).unwrap_or(1);
     let (max_range_sectors, max_range_seg) = if limits.read_only {
         (0, 0)

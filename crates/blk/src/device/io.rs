@@ -206,13 +206,22 @@ fn serve<'m>(
         drain(&link.wake);
         std::mem::swap(&mut batch, &mut lock(&link.submit));
         for req in &batch.reqs {
-            let bufs = batch.bufs.get(req.first..req.first + req.count).unwrap_or(&[]);
+            let bufs = batch
+                .bufs
+                .get(req.first..req.first + req.count)
+                .unwrap_or(&[]);
             let status = submit(io, mem, req, bufs, &mut slices);
-            if let Some(w) = usize::try_from(req.token).ok().and_then(|t| writes.get_mut(t)) {
+            if let Some(w) = usize::try_from(req.token)
+                .ok()
+                .and_then(|t| writes.get_mut(t))
+            {
                 *w = matches!(req.op, IoOp::Write { .. });
             }
             if let Some(status) = status {
-                done.push(Done { token: req.token, status });
+                done.push(Done {
+                    token: req.token,
+                    status,
+                });
             }
         }
         batch.clear();
@@ -242,7 +251,10 @@ fn serve<'m>(
                         BlkStatus::IoErr
                     }
                 };
-                done.push(Done { token: c.token, status });
+                done.push(Done {
+                    token: c.token,
+                    status,
+                });
             }
         }
         if !done.is_empty() {

@@ -188,7 +188,11 @@ impl BlkDevice {
 
     /// The configuration space as it is now.
     pub fn config(&self) -> BlkConfig {
-        *self.shared.config.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .shared
+            .config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The storage behind the device.
@@ -238,11 +242,18 @@ impl VhostUserDevice for BlkDevice {
         if !self.shared.acked(BlkFeatures::CONFIG_WCE) {
             return Err(ConfigError::ReadOnly { offset });
         }
-        let mut config = self.shared.config.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut config = self
+            .shared
+            .config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         config
             .write_at(start, data)
             .map_err(|_| ConfigError::ReadOnly { offset })?;
-        tracing::info!(writeback = config.writeback, "driver changed the cache mode");
+        tracing::info!(
+            writeback = config.writeback,
+            "driver changed the cache mode"
+        );
         Ok(())
     }
 
@@ -261,7 +272,11 @@ impl VhostUserDevice for BlkDevice {
 
     fn reset(&self) {
         self.shared.acked.store(0, Ordering::Release);
-        let mut config = self.shared.config.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut config = self
+            .shared
+            .config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         config.writeback = self.initial_writeback;
     }
 }

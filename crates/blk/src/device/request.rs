@@ -168,12 +168,24 @@ pub(crate) fn parse<'m, M: GuestMemory>(
                 let rest = len - want;
                 if rest > 0 {
                     walk.readable_data += rest as u64;
-                    push(&mut scratch.readable, scratch.cap, &mut walk.overflow, seg.addr + want as u64, rest);
+                    push(
+                        &mut scratch.readable,
+                        scratch.cap,
+                        &mut walk.overflow,
+                        seg.addr + want as u64,
+                        rest,
+                    );
                 }
             }
             Direction::DeviceWritable if len > 0 => {
                 walk.writable += len as u64;
-                push(&mut scratch.writable, scratch.cap, &mut walk.overflow, seg.addr, len);
+                push(
+                    &mut scratch.writable,
+                    scratch.cap,
+                    &mut walk.overflow,
+                    seg.addr,
+                    len,
+                );
                 last = Some((seg.addr, seg.slice));
             }
             Direction::DeviceWritable => {}
@@ -237,7 +249,9 @@ fn decide<M: GuestMemory>(walk: &Walk, ctx: &Context, scratch: &mut Scratch, mem
             }
             scratch.side = DataSide::Writable;
             transfer(walk, ctx, scratch, header.sector, writable_data)
-                .map_or(Action::Answer(IoErr), |offset| Action::Io(IoOp::Read { offset }))
+                .map_or(Action::Answer(IoErr), |offset| {
+                    Action::Io(IoOp::Read { offset })
+                })
         }
         Some(RequestType::Out) => {
             if writable_data != 0 || read_only {
@@ -245,7 +259,9 @@ fn decide<M: GuestMemory>(walk: &Walk, ctx: &Context, scratch: &mut Scratch, mem
             }
             scratch.side = DataSide::Readable;
             transfer(walk, ctx, scratch, header.sector, walk.readable_data)
-                .map_or(Action::Answer(IoErr), |offset| Action::Io(IoOp::Write { offset }))
+                .map_or(Action::Answer(IoErr), |offset| {
+                    Action::Io(IoOp::Write { offset })
+                })
         }
         Some(RequestType::Flush) if ctx.acked.contains(BlkFeatures::FLUSH) => {
             if walk.readable_data != 0 || writable_data != 0 {
