@@ -34,14 +34,26 @@
 //! device layer then sets DEVICE_NEEDS_RESET (virtio 1.2 §2.1.2) and waits for the driver to
 //! reset the device (or the queue).
 //!
-//! The device's own misuse of a chain handle (using a chain twice, or a handle from another
-//! queue) is refused with its own error and does not latch the queue.
+//! The device's own misuse of a chain handle (using a chain twice, a handle from another
+//! queue, or with IN_ORDER a chain used before an older one) is refused with its own error and
+//! does not latch the queue.
+//!
+//! # Formats and ring features
+//! [`DeviceQueue::new`] picks the split (virtio 1.2 §2.7) or packed (§2.8) format from
+//! VIRTIO_F_RING_PACKED; both answer the same calls. A packed chain's ring descriptors are
+//! copied at pop (used descriptors overwrite ring slots of chains still held, §2.8), its
+//! indirect table is walked lazily like a split one. With VIRTIO_F_IN_ORDER (§2.7.9, §2.8.8)
+//! used entries are written back one per run of completely used buffers (see `in_order.rs`).
+//! [`DeviceQueue::apply_notification`] checks VIRTIO_F_NOTIFICATION_DATA (§2.9), and
+//! [`DeviceQueue::reset`] resets one queue for VIRTIO_F_RING_RESET (§2.6.1).
 //!
 //! # Hot path
 //! No allocation, lock or syscall per buffer: the rings are held as [`SharedArea`]s translated
-//! once, `avail.idx` is read (with [`crate::ordering::CONSUME`]) only when the cached copy says
-//! the ring is empty, ring positions are masked with `size - 1`, used elements are published
-//! with one [`crate::ordering::PUBLISH`] store per batch.
+//! once, every per-buffer table (in-flight ids, packed held descriptors, in-order capacities) is
+//! allocated when the queue is made; `avail.idx` is read (with [`crate::ordering::CONSUME`])
+//! only when the cached copy says the ring is empty (packed: one CONSUME load of the next
+//! descriptor's flags); used elements are published with one [`crate::ordering::PUBLISH`]
+//! store per batch (split: `used.idx`; packed: the first used descriptor's flags).
 //!
 //! [`SharedArea`]: vireo_memory::SharedArea
 

@@ -418,7 +418,7 @@ impl PackedDeviceQueue {
     ///
     /// With IN_ORDER, buffers must be used in the order they were popped
     /// ([`DeviceQueueError::OutOfOrderUse`] otherwise), and one used descriptor is written per
-    /// run of completely used buffers (§2.8.8; see [`super::in_order`]).
+    /// run of completely used buffers (§2.8.8; see `in_order.rs`).
     pub fn add_used(&mut self, chain: &AvailChain, written: u32) -> Result<(), DeviceQueueError> {
         self.check_broken()?;
         if chain.id >= self.size {

@@ -336,6 +336,11 @@ impl SplitDeviceQueue {
     ///
     /// `written` is the number of bytes the device wrote into the chain's writable buffers
     /// (§2.7.8.2).
+    ///
+    /// With IN_ORDER, chains must be used in the order they were popped
+    /// ([`DeviceQueueError::OutOfOrderUse`] otherwise), and one used element is written per run
+    /// of completely used chains, `used.idx` moving by the run's length (§2.7.9; see
+    /// `in_order.rs`).
     pub fn add_used(&mut self, chain: &AvailChain, written: u32) -> Result<(), DeviceQueueError> {
         self.check_broken()?;
         if chain.id >= self.size {
