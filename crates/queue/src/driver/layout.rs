@@ -16,10 +16,6 @@ use super::error::DriverQueueError;
 use super::DriverQueueOptions;
 use crate::RingFormat;
 
-/// Size of one event suppression structure of a packed ring (virtio 1.2 §2.8.10).
-const PACKED_EVENT_SIZE: usize = packed::event::SIZE;
-/// Alignment of a packed ring's event suppression structures (virtio 1.2 §2.8).
-const PACKED_EVENT_ALIGN: usize = packed::event::ALIGN as usize;
 /// Alignment of the descriptor table or ring, and of each indirect table.
 const DESC_ALIGN: usize = desc::ALIGN as usize;
 
@@ -65,9 +61,10 @@ impl RingLayout {
 
     /// The layout of a packed ring of `size` descriptors.
     pub fn packed(size: u16, features: Features, options: &DriverQueueOptions) -> Self {
-        let driver_area = align_up(desc::SIZE * usize::from(size), PACKED_EVENT_ALIGN);
-        let device_area = driver_area + PACKED_EVENT_SIZE;
-        let end = device_area + PACKED_EVENT_SIZE;
+        let event_align = packed::event::ALIGN as usize;
+        let driver_area = align_up(packed::desc::SIZE * usize::from(size), event_align);
+        let device_area = driver_area + packed::event::SIZE;
+        let end = device_area + packed::event::SIZE;
         Self::with_pool(0, driver_area, device_area, end, size, features, options)
     }
 

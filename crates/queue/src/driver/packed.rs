@@ -13,7 +13,7 @@ mod kick;
 mod used;
 
 use vireo_memory::{MemoryError, SharedArea};
-use vireo_spec::packed::{desc, event, WrapCounter, MAX_QUEUE_SIZE};
+use vireo_spec::packed::{self, desc, event, WrapCounter};
 use vireo_spec::Features;
 
 use super::buffer::{self, TableFormat};
@@ -128,7 +128,7 @@ impl<T> PackedDriverQueue<T> {
         features: Features,
         options: DriverQueueOptions,
     ) -> Result<Self, DriverQueueError> {
-        if size == 0 || size > MAX_QUEUE_SIZE {
+        if packed::layout(size).is_err() {
             return Err(DriverQueueError::InvalidSize { size });
         }
         let layout = RingLayout::packed(size, features, &options);
