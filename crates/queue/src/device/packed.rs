@@ -8,7 +8,6 @@
 use core::cell::Cell;
 
 use vireo_memory::{GuestMemory, SharedArea, SharedSlice};
-use vireo_spec::notification::NotificationData;
 use vireo_spec::packed::{desc, event, MAX_QUEUE_SIZE};
 use vireo_spec::Features;
 
@@ -205,46 +204,6 @@ impl PackedDeviceQueue {
         self.batch = Batch::default();
         self.capacities.clear();
         self.broken.set(None);
-    }
-
-    /// Checks an available-buffer notification's data (VIRTIO_F_NOTIFICATION_DATA, virtio 1.2
-    /// §2.9): it must name `vqn` (this queue's index, or its notification config data) and an
-    /// offset inside the ring. Returns how many descriptors it announces beyond the device's
-    /// next position (`next_off`/`next_wrap` against the device's offset and wrap counter: a
-    /// position up to `size` ahead; one behind is a notification overtaken by the device and
-    /// announces 0).
-    ///
-    /// Only a hint: [`Self::pop`] still reads each descriptor's flags (the CONSUME load that
-    /// makes it visible) and validates everything.
-    pub fn apply_notification(
-        &mut self,
-        vqn: u16,
-        data: NotificationData,
-    ) -> Result<u16, DeviceQueueError> {
-        self.check_broken()?;
-        if data.vqn != vqn {
-            return Err(DeviceQueueError::NotificationForOtherQueue {
-                vqn: data.vqn,
-                expected: vqn,
-            });
-        }
-        if data.next_off >= self.size {
-            return Err(self.violation(Violation::NotificationOutOfRange {
-                next: data.next_off,
-                device_next: self.next_avail.off,
-                size: self.size,
-            }));
-        }
-        let driver = RingPos {
-            off: data.next_off,
-            wrap: data.next_wrap,
-        };
-        let ahead = driver.distance_from(self.next_avail, self.size);
-        Ok(if ahead <= u32::from(self.size) {
-            ahead as u16
-        } else {
-            0
-        })
     }
 
     fn desc_slice(&self) -> SharedSlice<'_> {

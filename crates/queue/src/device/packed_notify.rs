@@ -1,11 +1,13 @@
-//! Event suppression of a packed virtqueue, device side (virtio 1.2 §2.8.10, §2.8.14): used
-//! buffer notifications decided from the driver's structure, available buffer notifications
-//! (kicks) requested through the device's.
+//! Notifications of a packed virtqueue, device side: event suppression (virtio 1.2 §2.8.10,
+//! §2.8.14), used buffer notifications decided from the driver's structure, available buffer
+//! notifications (kicks) requested through the device's; and notification data (§2.9).
 
+use vireo_spec::notification::NotificationData;
 use vireo_spec::packed::{event, need_event};
 
 use super::packed::{mem_err, PackedDeviceQueue};
-use super::{DeviceQueueError, RingArea};
+use super::packed_pos::RingPos;
+use super::{DeviceQueueError, RingArea, Violation};
 use crate::ordering;
 
 impl PackedDeviceQueue {
@@ -84,5 +86,45 @@ impl PackedDeviceQueue {
         // ordering.rs.
         ordering::notify_fence();
         Ok(self.head_flags(self.next_avail)?.is_some())
+    }
+
+    /// Checks an available-buffer notification's data (VIRTIO_F_NOTIFICATION_DATA, virtio 1.2
+    /// §2.9): it must name `vqn` (this queue's index, or its notification config data) and an
+    /// offset inside the ring. Returns how many descriptors it announces beyond the device's
+    /// next position (`next_off`/`next_wrap` against the device's offset and wrap counter: a
+    /// position up to `size` ahead; one behind is a notification overtaken by the device and
+    /// announces 0).
+    ///
+    /// Only a hint: [`Self::pop`] still reads each descriptor's flags (the CONSUME load that
+    /// makes it visible) and validates everything.
+    pub fn apply_notification(
+        &mut self,
+        vqn: u16,
+        data: NotificationData,
+    ) -> Result<u16, DeviceQueueError> {
+        self.check_broken()?;
+        if data.vqn != vqn {
+            return Err(DeviceQueueError::NotificationForOtherQueue {
+                vqn: data.vqn,
+                expected: vqn,
+            });
+        }
+        if data.next_off >= self.size {
+            return Err(self.violation(Violation::NotificationOutOfRange {
+                next: data.next_off,
+                device_next: self.next_avail.off,
+                size: self.size,
+            }));
+        }
+        let driver = RingPos {
+            off: data.next_off,
+            wrap: data.next_wrap,
+        };
+        let ahead = driver.distance_from(self.next_avail, self.size);
+        Ok(if ahead <= u32::from(self.size) {
+            ahead as u16
+        } else {
+            0
+        })
     }
 }
