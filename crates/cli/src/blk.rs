@@ -6,6 +6,7 @@
 //! "Backend program conventions"). Logs go to stderr, filtered by `RUST_LOG` (default
 //! `info`).
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -92,6 +93,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

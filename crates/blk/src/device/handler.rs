@@ -117,6 +117,7 @@ impl BlkQueueHandler {
             if let Ok(byte) = mem.translate(slot.status_addr, 1) {
                 let _ = byte.write(0, &[d.status.as_u8()]);
             }
+            tracing::trace!(chain = slot.chain.id(), status = ?d.status, "completed");
             running.free.push(u16::try_from(index).unwrap_or(0));
             queue.add_used(&slot.chain, slot.used_len)?;
         }
@@ -167,6 +168,7 @@ impl QueueHandler for BlkQueueHandler {
             }
             let Some(chain) = queue.pop()? else { break };
             let parsed = request::parse(queue.chain(&chain, mem), mem, &ctx, scratch)?;
+            tracing::trace!(queue = index, chain = chain.id(), action = ?parsed.action, used = parsed.used_len, "request");
             match (parsed.action, parsed.status, running.as_deref_mut()) {
                 (Action::Answer(status), ..) => answer(queue, &chain, &parsed, status)?,
                 (Action::GetId, ..) => {

@@ -90,7 +90,10 @@ pub struct BlkOptions {
     /// Most data segments in one request (`seg_max`); clamped to 1..=1024 and to what a
     /// ring of `max_queue_size` without indirect descriptors can carry.
     pub seg_max: u32,
-    /// Largest data segment in bytes (`size_max`).
+    /// Largest data segment in bytes (`size_max`; at least 4096). Keep `size_max * seg_max`
+    /// below 32 MiB: SeaBIOS's virtio-blk driver computes the largest transfer from it in
+    /// 512-byte blocks as a 16-bit number, and with a larger product it wraps to zero and
+    /// loops forever on empty reads before the guest kernel even starts.
     pub size_max: u32,
     /// The initial cache mode.
     pub cache: CachePolicy,
@@ -106,7 +109,7 @@ impl Default for BlkOptions {
             num_queues: 1,
             max_queue_size: 256,
             seg_max: 128,
-            size_max: 1 << 20,
+            size_max: 1 << 16,
             cache: CachePolicy::WriteBack,
             io_backend: IoBackend::Auto,
             rings: RingFormats::SplitAndPacked,
