@@ -16,9 +16,8 @@ use rustix::io::Errno;
 use super::FrontendError;
 use crate::connection::{Connection, ConnectionError, Message};
 use crate::message::{
-    ConfigAccess, ConfigSpace, Header, MemoryRegion, MemoryTable, MessageError, Payload,
-    ProtocolFeatures, Request, VringAddr, VringFd, VringState, FLAG_NEED_REPLY, MAX_CONFIG_SIZE,
-    MAX_MEMORY_REGIONS,
+    ConfigAccess, ConfigSpace, Header, MemoryRegion, MemoryTable, Payload, ProtocolFeatures,
+    Request, VringAddr, VringFd, VringState, FLAG_NEED_REPLY, MAX_CONFIG_SIZE, MAX_MEMORY_REGIONS,
 };
 
 /// How a [`Frontend`] talks to its back-end.
@@ -172,7 +171,9 @@ impl Frontend {
     }
 
     /// `GET_CONFIG` (protocol feature `CONFIG`): `len` bytes of config space at `offset`.
-    /// The reply must describe the same window ("Virtio device config space").
+    /// The reply must describe the same window ("Virtio device config space"); an empty reply
+    /// is the back-end's refusal ([`FrontendError::ConfigRefused`], the connection stays
+    /// usable).
     pub fn get_config(&mut self, offset: u32, len: usize) -> Result<Vec<u8>, FrontendError> {
         self.require(ProtocolFeatures::CONFIG)?;
         if len > MAX_CONFIG_SIZE {
@@ -185,6 +186,10 @@ impl Frontend {
         };
         let req = Request::GET_CONFIG;
         let reply = self.call(req, &request.to_bytes(), &[], 0)?;
+        if reply.is_empty() {
+            // "Virtio device config space": an empty payload reports an error.
+            return Err(FrontendError::ConfigRefused { offset, len });
+        }
         let space = self.parse::<ConfigSpace>(req, &reply)?;
         if space.offset != offset || space.payload.len() != len {
             return Err(self.fail(FrontendError::Mismatch { request: req }));
@@ -201,15 +206,11 @@ impl Frontend {
     /// `GET_STATUS` (protocol feature `STATUS`).
     pub fn get_status(&mut self) -> Result<u8, FrontendError> {
         self.require(ProtocolFeatures::STATUS)?;
-        let v = self.get_u64(Request::GET_STATUS)?;
-        u8::try_from(v).map_err(|_| {
-            self.fail(FrontendError::BadPayload {
-                request: Request::GET_STATUS,
-                error: MessageError::WrongSize {
-                    expected: 1,
-                    actual: 8,
-                },
-            })
+        let value = self.get_u64(Request::GET_STATUS)?;
+        // virtio 1.2 §2.1: the device status is one byte.
+        u8::try_from(value).map_err(|_| FrontendError::BadValue {
+            request: Request::GET_STATUS,
+            value,
         })
     }
 

@@ -69,6 +69,20 @@ pub enum FrontendError {
         /// The status the back-end returned.
         status: u64,
     },
+    /// Reply carries a value out of the range its request allows.
+    BadValue {
+        /// The request sent.
+        request: Request,
+        /// The value received.
+        value: u64,
+    },
+    /// Back-end refused to read its config space (an empty `GET_CONFIG` reply).
+    ConfigRefused {
+        /// Offset asked for.
+        offset: u32,
+        /// Bytes asked for.
+        len: usize,
+    },
     /// Reply describes another ring, config window or region than the one asked for.
     Mismatch {
         /// The request sent.
@@ -172,6 +186,15 @@ impl fmt::Display for FrontendError {
             FrontendError::Refused { request, status } => {
                 write!(f, "back-end refused {} (status {status})", request.name())
             }
+            FrontendError::BadValue { request, value } => write!(
+                f,
+                "reply to {} carries the out-of-range value {value:#x}",
+                request.name()
+            ),
+            FrontendError::ConfigRefused { offset, len } => write!(
+                f,
+                "back-end refused to read its config space ({len} bytes at {offset:#x})"
+            ),
             FrontendError::Mismatch { request } => write!(
                 f,
                 "reply to {} describes another ring, config window or region than asked",
