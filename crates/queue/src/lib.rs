@@ -49,10 +49,11 @@ pub struct QueueConfig {
     pub features: Features,
 }
 
-/// Ring format, chosen by [`Features::RING_PACKED`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ring format, chosen by [`Features::RING_PACKED`] (split when nothing was negotiated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RingFormat {
     /// Split virtqueue (virtio 1.2 §2.7).
+    #[default]
     Split,
     /// Packed virtqueue (virtio 1.2 §2.8).
     Packed,

@@ -209,12 +209,19 @@ impl<D: VhostUserDevice> Session<D> {
             R::SET_VRING_ADDR => self.set_vring_addr(VringAddr::parse(payload)?),
             R::SET_VRING_BASE => {
                 let s = VringState::parse(payload)?;
-                let base = u16::try_from(s.num).map_err(|_| RequestError::ValueOutOfRange {
-                    value: s.num.into(),
-                })?;
+                // Split: the next available index (16 bits). Packed: QEMU's encoding of both
+                // positions and wrap counters (bits 0-14 avail, 15 its wrap, 16-30 used, 31 its
+                // wrap); `from_vring_base` refuses what no ring of that format can be at.
+                let format = RingFormat::from_features(Features::from_bits_retain(self.acked));
+                DeviceQueueState::from_vring_base(format, s.num).ok_or(
+                    RequestError::ValueOutOfRange {
+                        value: s.num.into(),
+                    },
+                )?;
                 let v = self.vring(s.index)?;
                 v.stop();
-                v.next_avail = base;
+                v.base = s.num;
+                v.format = format;
                 // Setting a ring up again forgets an earlier fault (the driver was reset).
                 v.fault = None;
                 self.start_ready()?;
@@ -227,7 +234,7 @@ impl<D: VhostUserDevice> Session<D> {
                 v.kick = None;
                 let reply = VringState {
                     index: s.index,
-                    num: u32::from(v.next_avail),
+                    num: v.base,
                 };
                 Ok(Reply::Body(reply.to_bytes()))
             }
@@ -431,22 +438,26 @@ impl<D: VhostUserDevice> Session<D> {
                 addrs,
                 features,
             };
-            // The used index lives in guest memory and only the device writes it.
-            let next_used = match RingFormat::from_features(features) {
-                RingFormat::Split => mem
+            let format = RingFormat::from_features(features);
+            v.format = format;
+            let Some(mut state) = DeviceQueueState::from_vring_base(format, v.base) else {
+                return Err(RequestError::ValueOutOfRange {
+                    value: v.base.into(),
+                });
+            };
+            // Split: the base carries only the available index; the used index lives in guest
+            // memory and only the device writes it, so resume from there.
+            if format == RingFormat::Split {
+                state.next_used = mem
                     .translate(addrs.device_area.saturating_add(used::IDX as u64), 2)
                     .and_then(|s| s.load_u16(0, ordering::FIELD))
-                    .unwrap_or(0),
-                RingFormat::Packed => 0,
-            };
+                    .unwrap_or(0);
+            }
             let params = WorkerParams {
                 index,
                 mem: Arc::clone(&mem),
                 config,
-                state: DeviceQueueState {
-                    next_avail: v.next_avail,
-                    next_used,
-                },
+                state,
                 kick,
                 call: v.call.clone(),
                 err: v.err.clone(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use vireo_queue::device::{DeviceQueueError, DeviceQueueState};
 use vireo_queue::RingAddresses;
+use vireo_queue::RingFormat;
 
 use crate::worker::{Kick, Worker};
 
@@ -18,8 +19,12 @@ pub(crate) struct Vring {
     pub(crate) size: Option<u16>,
     /// `SET_VRING_ADDR`, translated to guest addresses.
     pub(crate) addrs: Option<RingAddresses>,
-    /// `SET_VRING_BASE`, or where the ring last stopped.
-    pub(crate) next_avail: u16,
+    /// `SET_VRING_BASE`, or where the ring last stopped, in the message's encoding (split: the
+    /// next available index; packed: available and used positions with their wrap counters,
+    /// see [`DeviceQueueState::vring_base`]).
+    pub(crate) base: u32,
+    /// The ring format the base is encoded for (set when the ring starts).
+    pub(crate) format: RingFormat,
     /// `SET_VRING_KICK`; cleared by `GET_VRING_BASE` (the ring is stopped).
     pub(crate) kick: Option<Kick>,
     /// `SET_VRING_CALL` (none: the front-end polls).
@@ -50,7 +55,7 @@ impl Vring {
     pub(crate) fn stop(&mut self) -> Option<DeviceQueueState> {
         let exit = self.worker.take()?.stop();
         if let Some(state) = exit.state {
-            self.next_avail = state.next_avail;
+            self.base = state.vring_base(self.format);
         }
         if exit.fault.is_some() {
             self.fault = exit.fault;
