@@ -15,5 +15,8 @@ cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg loom"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_LOOM:-target/loom}"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-10}"
+# The models run in milliseconds: the build dominates. Skip the release profile's LTO and debug
+# info here (only this target directory is affected).
+export CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_INCREMENTAL=true
 
 cargo test -p vireo-queue --release --test 'loom_*' -- "$@"
