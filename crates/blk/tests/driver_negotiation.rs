@@ -86,11 +86,18 @@ fn limits_follow_the_negotiated_features() {
     assert_eq!(info.access, Access::ReadOnly);
     assert_eq!(info.max_discard_seg, 1);
     assert_eq!(info.capacity_bytes(), 51200);
-    for (feature, reason) in [
-        (BlkFeatures::SEG_MAX, "seg_max"),
-        (BlkFeatures::SIZE_MAX, "size_max"),
-        (BlkFeatures::MQ, "num_queues"),
-        (BlkFeatures::BLK_SIZE, "blk_size"),
+    // SIZE_MAX with size_max 0 (QEMU's vhost-user-blk export) means no limit.
+    let info = BlkDeviceInfo::new(Features::VERSION_1 | blk(BlkFeatures::SIZE_MAX), &config);
+    assert_eq!(info.unwrap().size_max, None);
+    let tiny = BlkConfig {
+        size_max: 100,
+        ..config
+    };
+    for (feature, reason, config) in [
+        (BlkFeatures::SEG_MAX, "seg_max", config),
+        (BlkFeatures::SIZE_MAX, "size_max", tiny),
+        (BlkFeatures::MQ, "num_queues", config),
+        (BlkFeatures::BLK_SIZE, "blk_size", config),
     ] {
         let err = BlkDeviceInfo::new(Features::VERSION_1 | blk(feature), &config).unwrap_err();
         assert!(

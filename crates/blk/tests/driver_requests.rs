@@ -5,8 +5,9 @@
 
 mod driver_fake;
 
-use driver_fake::{config, features, harness, CAPACITY, DEVICE_ID};
+use driver_fake::{config, features, features_on, harness, CAPACITY, DEVICE_ID, FORMATS};
 use vireo_blk::driver::{BlkDriverError, BlkRange, Completion, RequestKind, Unmap};
+use vireo_queue::RingFormat;
 use vireo_spec::blk::{BlkFeatures, BlkStatus, RequestType};
 
 fn completions(h: &mut driver_fake::Harness) -> Vec<Completion> {
@@ -21,7 +22,13 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 
 #[test]
 fn write_then_read_back_through_several_segments() {
-    let mut h = harness(features(BlkFeatures::empty()), &config(), 64, 16);
+    for format in FORMATS {
+        write_then_read_back_through_several_segments_on(format);
+    }
+}
+
+fn write_then_read_back_through_several_segments_on(format: RingFormat) {
+    let mut h = harness(features_on(format, BlkFeatures::empty()), &config(), 64, 16);
     let data = pattern(3, 4096);
     h.write_data(0, &data);
     let bufs = [h.buf(0, 1024), h.buf(1024, 3072)];
@@ -57,7 +64,13 @@ fn write_then_read_back_through_several_segments() {
 
 #[test]
 fn flush_and_get_id() {
-    let mut h = harness(features(BlkFeatures::empty()), &config(), 64, 16);
+    for format in FORMATS {
+        flush_and_get_id_on(format);
+    }
+}
+
+fn flush_and_get_id_on(format: RingFormat) {
+    let mut h = harness(features_on(format, BlkFeatures::empty()), &config(), 64, 16);
     h.q().submit_flush(1).unwrap();
     h.q().submit_get_id(2).unwrap();
     assert_eq!(h.run(), 2);
@@ -76,7 +89,13 @@ fn flush_and_get_id() {
 
 #[test]
 fn discard_and_write_zeroes_carry_their_ranges() {
-    let mut h = harness(features(BlkFeatures::empty()), &config(), 64, 16);
+    for format in FORMATS {
+        discard_and_write_zeroes_carry_their_ranges_on(format);
+    }
+}
+
+fn discard_and_write_zeroes_carry_their_ranges_on(format: RingFormat) {
+    let mut h = harness(features_on(format, BlkFeatures::empty()), &config(), 64, 16);
     h.device.disk.fill(0xaa);
     let ranges = [
         BlkRange {
@@ -109,7 +128,18 @@ fn discard_and_write_zeroes_carry_their_ranges() {
 
 #[test]
 fn many_in_flight_with_one_publish_and_out_of_order_completion() {
-    let mut h = harness(features(BlkFeatures::empty()), &config(), 128, 64);
+    for format in FORMATS {
+        many_in_flight_with_one_publish_and_out_of_order_completion_on(format);
+    }
+}
+
+fn many_in_flight_with_one_publish_and_out_of_order_completion_on(format: RingFormat) {
+    let mut h = harness(
+        features_on(format, BlkFeatures::empty()),
+        &config(),
+        128,
+        64,
+    );
     h.device.reverse = true;
     for slot in 0..64u16 {
         let off = usize::from(slot) * 512;

@@ -76,6 +76,18 @@ impl core::fmt::Display for NegotiateError {
 
 impl core::error::Error for NegotiateError {}
 
+/// Every feature the driver would accept for `options` (a transport that negotiates by
+/// itself takes this as its wish list).
+pub fn wanted_features(options: &NegotiationOptions) -> Features {
+    let mut wants = Features::VERSION_1
+        | DRIVER_BLK_FEATURES.to_features()
+        | DRIVER_RING_FEATURES.difference(options.without);
+    if options.format == RingFormat::Packed {
+        wants |= Features::RING_PACKED;
+    }
+    wants
+}
+
 /// The features to accept from those the device `offered` (virtio 1.2 §3.1.1 step 5).
 pub fn negotiate(
     offered: Features,
@@ -84,15 +96,10 @@ pub fn negotiate(
     if !offered.contains(Features::VERSION_1) {
         return Err(NegotiateError::NotModern);
     }
-    let mut wants = Features::VERSION_1
-        | DRIVER_BLK_FEATURES.to_features()
-        | DRIVER_RING_FEATURES.difference(options.without);
-    if options.format == RingFormat::Packed {
-        if !offered.contains(Features::RING_PACKED) {
-            return Err(NegotiateError::PackedNotOffered);
-        }
-        wants |= Features::RING_PACKED;
+    if options.format == RingFormat::Packed && !offered.contains(Features::RING_PACKED) {
+        return Err(NegotiateError::PackedNotOffered);
     }
+    let wants = wanted_features(options);
     Negotiator::modern(DEPENDENCIES)
         .select(offered, wants)
         .map_err(NegotiateError::Rules)
@@ -119,7 +126,7 @@ pub struct BlkDeviceInfo {
     pub access: Access,
     /// Most data segments per request (SEG_MAX), `None` when not negotiated.
     pub seg_max: Option<u32>,
-    /// Longest data segment in bytes (SIZE_MAX), `None` when not negotiated.
+    /// Longest data segment in bytes (SIZE_MAX), `None` when not negotiated or 0.
     pub size_max: Option<u32>,
     /// Logical block size in bytes (BLK_SIZE), 512 when not negotiated.
     pub blk_size: u32,
@@ -150,15 +157,16 @@ impl BlkDeviceInfo {
         } else {
             None
         };
-        let size_max = if has(BlkFeatures::SIZE_MAX) {
-            if u64::from(config.size_max) < SECTOR_SIZE {
+        // QEMU's vhost-user-blk export (7.2) offers SIZE_MAX with size_max 0: read as "no
+        // limit given", like Linux's virtio_blk does.
+        let size_max = match (has(BlkFeatures::SIZE_MAX), config.size_max) {
+            (false, _) | (true, 0) => None,
+            (true, v) if u64::from(v) < SECTOR_SIZE => {
                 return Err(BlkDriverError::InvalidConfig {
                     reason: "SIZE_MAX negotiated with size_max below 512",
-                });
+                })
             }
-            Some(config.size_max)
-        } else {
-            None
+            (true, v) => Some(v),
         };
         let blk_size = if has(BlkFeatures::BLK_SIZE) {
             if !config.blk_size.is_power_of_two() || u64::from(config.blk_size) < SECTOR_SIZE {

@@ -36,11 +36,12 @@ mod slots;
 mod submit;
 
 use alloc::vec::Vec;
+use core::borrow::BorrowMut;
 
 pub use error::{BlkDriverError, DeviceFault};
 pub use features::{
-    negotiate, Access, BlkDeviceInfo, NegotiateError, NegotiationOptions, DRIVER_BLK_FEATURES,
-    DRIVER_RING_FEATURES,
+    negotiate, wanted_features, Access, BlkDeviceInfo, NegotiateError, NegotiationOptions,
+    DRIVER_BLK_FEATURES, DRIVER_RING_FEATURES,
 };
 pub use queue::BlkQueue;
 pub use slots::{SlotArea, SlotOptions};
@@ -133,20 +134,21 @@ impl Notify for NoNotify {
     }
 }
 
-/// A virtio-blk driver: the device's limits and one [`BlkQueue`] per request queue.
+/// A virtio-blk driver: the device's limits and one [`BlkQueue`] per request queue (each
+/// holding its virtqueue as `Q`, see [`BlkQueue`]).
 #[derive(Debug)]
-pub struct BlkDriver {
+pub struct BlkDriver<Q = DriverQueue<u16>> {
     info: BlkDeviceInfo,
-    queues: Vec<BlkQueue>,
+    queues: Vec<BlkQueue<Q>>,
 }
 
-impl BlkDriver {
+impl<Q: BorrowMut<DriverQueue<u16>>> BlkDriver<Q> {
     /// A driver over `queues` (request queue 0 first, each with its slot memory), for a device
     /// described by `info`. More queues than the device has (`num_queues`, virtio 1.2 §5.2.4)
     /// are refused.
     pub fn new(
         info: BlkDeviceInfo,
-        queues: Vec<(DriverQueue<u16>, SlotArea)>,
+        queues: Vec<(Q, SlotArea)>,
         options: &SlotOptions,
     ) -> Result<Self, BlkDriverError> {
         if queues.is_empty() || queues.len() > usize::from(info.num_queues) {
@@ -175,7 +177,7 @@ impl BlkDriver {
     }
 
     /// Request queue `queue`.
-    pub fn queue(&mut self, queue: usize) -> Result<&mut BlkQueue, BlkDriverError> {
+    pub fn queue(&mut self, queue: usize) -> Result<&mut BlkQueue<Q>, BlkDriverError> {
         let queues = self.queues.len();
         self.queues
             .get_mut(queue)
@@ -183,12 +185,12 @@ impl BlkDriver {
     }
 
     /// All request queues (to drive them from one thread).
-    pub fn queues_mut(&mut self) -> &mut [BlkQueue] {
+    pub fn queues_mut(&mut self) -> &mut [BlkQueue<Q>] {
         &mut self.queues
     }
 
     /// The request queues, to move each to its own thread.
-    pub fn into_queues(self) -> Vec<BlkQueue> {
+    pub fn into_queues(self) -> Vec<BlkQueue<Q>> {
         self.queues
     }
 

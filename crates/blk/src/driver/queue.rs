@@ -1,6 +1,8 @@
 //! One request queue: its slots, kicks, and the validation of what the device returns
 //! (virtio 1.2 §5.2.6). Building requests is in `submit`.
 
+use core::borrow::BorrowMut;
+
 use super::alloc::vec::Vec;
 
 use vireo_queue::driver::{BufferSegment, DriverQueue};
@@ -25,10 +27,13 @@ pub(super) enum SlotState {
 
 /// One virtio-blk request queue on the driver side: a [`DriverQueue`] whose tokens are request
 /// slots, and the slots' memory.
+///
+/// `Q` is how the virtqueue is held: owned (the default) or borrowed (`&mut DriverQueue<u16>`,
+/// for a queue that a transport object owns, such as a vhost-user front-end's queue).
 #[derive(Debug)]
-pub struct BlkQueue {
+pub struct BlkQueue<Q = DriverQueue<u16>> {
     pub(super) index: u16,
-    pub(super) queue: DriverQueue<u16>,
+    pub(super) queue: Q,
     pub(super) slots: Slots,
     pub(super) state: Vec<SlotState>,
     /// Scatter list assembled per request (capacity fixed when the queue is made).
@@ -40,16 +45,16 @@ pub struct BlkQueue {
     pub(super) broken: Option<DeviceFault>,
 }
 
-impl BlkQueue {
+impl<Q: BorrowMut<DriverQueue<u16>>> BlkQueue<Q> {
     /// Request queue number `index` over `queue`, with its slots in `area`.
     pub fn new(
         index: u16,
-        queue: DriverQueue<u16>,
+        queue: Q,
         area: SlotArea,
         info: BlkDeviceInfo,
         options: &SlotOptions,
     ) -> Result<Self, BlkDriverError> {
-        if options.slots == 0 || options.slots > queue.size() {
+        if options.slots == 0 || options.slots > queue.borrow().size() {
             return Err(BlkDriverError::InvalidOptions {
                 reason: "slots must be between 1 and the queue size",
             });
@@ -85,7 +90,11 @@ impl BlkQueue {
 
     /// The virtqueue underneath (for its addresses and configuration).
     pub fn virtqueue(&self) -> &DriverQueue<u16> {
-        &self.queue
+        self.queue.borrow()
+    }
+
+    pub(super) fn vq(&mut self) -> &mut DriverQueue<u16> {
+        self.queue.borrow_mut()
     }
 
     /// What the driver knows of the device.
@@ -115,7 +124,7 @@ impl BlkQueue {
 
     /// True once the device broke a rule (of virtio-blk or of the ring).
     pub fn is_broken(&self) -> bool {
-        self.broken.is_some() || self.queue.is_broken()
+        self.broken.is_some() || self.virtqueue().is_broken()
     }
 
     /// A new capacity, in sectors.
@@ -134,7 +143,7 @@ impl BlkQueue {
     /// notification (virtio 1.2 §2.7.13, §2.7.10).
     pub fn kick_prepare(&mut self) -> Result<bool, BlkDriverError> {
         self.check_usable()?;
-        Ok(self.queue.kick_prepare()?)
+        Ok(self.vq().kick_prepare()?)
     }
 
     /// Publishes the requests submitted so far and notifies the device through `notify` if it
@@ -150,14 +159,14 @@ impl BlkQueue {
     /// Asks the device not to notify about completions (the caller polls).
     pub fn disable_notifications(&mut self) -> Result<(), BlkDriverError> {
         self.check_usable()?;
-        Ok(self.queue.disable_used_notifications()?)
+        Ok(self.vq().disable_used_notifications()?)
     }
 
     /// Asks the device to notify about completions again; `true` means completions are
     /// already waiting (poll again instead of waiting for a notification).
     pub fn enable_notifications(&mut self) -> Result<bool, BlkDriverError> {
         self.check_usable()?;
-        Ok(self.queue.enable_used_notifications()?)
+        Ok(self.vq().enable_used_notifications()?)
     }
 
     /// Hands every request the device has returned to `on_completion`, validated; returns how
@@ -168,7 +177,7 @@ impl BlkQueue {
     ) -> Result<usize, BlkDriverError> {
         self.check_usable()?;
         let mut n = 0;
-        while let Some(used) = self.queue.pop_used()? {
+        while let Some(used) = self.vq().pop_used()? {
             let completion = self.complete(used.token, used.written)?;
             n += 1;
             on_completion(completion);

@@ -2,7 +2,9 @@
 //! the data in the caller's buffers, checked against the driver requirements of §5.2.6.1
 //! before anything reaches the ring.
 
-use vireo_queue::driver::BufferSegment;
+use core::borrow::BorrowMut;
+
+use vireo_queue::driver::{BufferSegment, DriverQueue};
 use vireo_queue::ordering::FIELD;
 use vireo_spec::blk::{BlkFeatures, RequestType, ID_BYTES, SECTOR_SIZE, SEGMENT_F_UNMAP};
 
@@ -19,7 +21,7 @@ enum DataDirection {
     ToDevice,
 }
 
-impl BlkQueue {
+impl<Q: BorrowMut<DriverQueue<u16>>> BlkQueue<Q> {
     /// Reads `bufs` (lengths adding up to a multiple of 512) from `sector` on, in slot `slot`
     /// (VIRTIO_BLK_T_IN). Visible to the device after [`Self::kick`].
     pub fn submit_read(
@@ -233,7 +235,7 @@ impl BlkQueue {
         writable: &[BufferSegment],
         writable_len: u32,
     ) -> Result<(), BlkDriverError> {
-        self.queue.add(readable, writable, slot)?;
+        self.vq().add(readable, writable, slot)?;
         if let Some(s) = self.state.get_mut(usize::from(slot)) {
             *s = SlotState::InFlight {
                 request,

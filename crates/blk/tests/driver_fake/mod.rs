@@ -71,8 +71,21 @@ pub struct Harness {
     pub data: SharedArea,
 }
 
+/// Both ring formats, for tests that run on each.
+pub const FORMATS: [RingFormat; 2] = [RingFormat::Split, RingFormat::Packed];
+
+/// The test features on a split ring.
 pub fn features(extra: BlkFeatures) -> Features {
-    Features::VERSION_1
+    features_on(RingFormat::Split, extra)
+}
+
+/// The test features on ring `format`.
+pub fn features_on(format: RingFormat, extra: BlkFeatures) -> Features {
+    let ring = match format {
+        RingFormat::Split => Features::empty(),
+        RingFormat::Packed => Features::RING_PACKED,
+    };
+    ring | Features::VERSION_1
         | Features::INDIRECT_DESC
         | (BlkFeatures::FLUSH
             | BlkFeatures::DISCARD
@@ -100,7 +113,8 @@ pub fn config() -> BlkConfig {
 /// other end, over one region.
 pub fn harness(features: Features, config: &BlkConfig, size: u16, slots: u16) -> Harness {
     let qopts = DriverQueueOptions::default();
-    let ring = required_size(RingFormat::Split, size, features, &qopts).next_multiple_of(4096);
+    let format = RingFormat::from_features(features);
+    let ring = required_size(format, size, features, &qopts).next_multiple_of(4096);
     let sopts = SlotOptions {
         slots,
         ..SlotOptions::default()

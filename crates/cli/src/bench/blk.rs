@@ -1,16 +1,395 @@
 //! `vireo bench blk`: drive a vhost-user-blk backend with Vireo's frontend and blk driver.
+//!
+//! Connects as a vhost-user front-end ([`UserDevice`]), negotiates what the driver uses
+//! ([`vireo_blk::driver::wanted_features`]), reads the configuration space, then runs one
+//! thread per request queue keeping `--qd` requests in flight, and reports IOPS, bandwidth and
+//! latency percentiles. With `--verify`, writes carry data that names its own offset and
+//! generation and every read is checked (see `pattern`).
 
-use clap::Args;
+mod hist;
+mod pattern;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Barrier;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use vireo_blk::driver::{
+    wanted_features, BlkDeviceInfo, BlkQueue, NegotiationOptions, SlotArea, SlotOptions,
+};
+use vireo_queue::RingFormat;
+use vireo_spec::blk::{BlkConfig, SECTOR_SIZE};
+use vireo_spec::Features;
+use vireo_vhost_user::frontend::{FrontendError, UserDevice, UserDeviceOptions};
+
+use hist::Histogram;
+use worker::{EventfdKick, Plan, QueueReport, Verify, Wait, Workload};
+
+/// Bytes of configuration space read: everything up to `write_zeroes_may_unmap` and its
+/// padding (virtio 1.2 §5.2.4), which every modern backend has; the later fields (secure
+/// erase, zoned) are not used.
+const CONFIG_READ_LEN: usize = 60;
+
+/// Workload on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RwArg {
+    /// Random reads.
+    Randread,
+    /// Random writes.
+    Randwrite,
+    /// Sequential reads.
+    Read,
+    /// Sequential writes.
+    Write,
+}
 
 /// Arguments of `vireo bench blk`.
 #[derive(Debug, Args)]
 pub struct BlkBenchArgs {
     /// The backend's Unix socket.
     #[arg(long)]
-    socket: std::path::PathBuf,
+    socket: PathBuf,
+    /// Workload.
+    #[arg(long, value_enum, default_value = "randread")]
+    rw: RwArg,
+    /// Bytes per request (a multiple of 512; suffixes k, m: 4k, 64k, 1m).
+    #[arg(long, default_value = "4k", value_parser = parse_size)]
+    bs: u64,
+    /// Requests in flight per queue.
+    #[arg(long, default_value_t = 32)]
+    qd: u16,
+    /// Length of the timed phase.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Request queues (one thread each).
+    #[arg(long, default_value_t = 1)]
+    queues: u16,
+    /// Use packed virtqueues (VIRTIO_F_RING_PACKED; an error if the backend does not offer it).
+    #[arg(long)]
+    packed: bool,
+    /// Write self-describing data and check every read (read workloads write the region
+    /// first; write workloads read back what they wrote).
+    #[arg(long)]
+    verify: bool,
+    /// With --verify: every read must return zeroes (a backend that discards writes, such as
+    /// qemu-storage-daemon's null-co with read-zeroes=on).
+    #[arg(long, requires = "verify")]
+    expect_zeroes: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Bytes of the disk to use from offset 0 (suffixes k, m, g; default: the whole disk up to
+    /// 1g).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    /// Descriptors per virtqueue.
+    #[arg(long, default_value_t = 256)]
+    queue_size: u16,
+    /// Busy-poll for completions instead of sleeping on the call eventfd.
+    #[arg(long)]
+    poll: bool,
+    /// Seed of the random offsets.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds without any completion after which the backend counts as hung.
+    #[arg(long, default_value_t = 10)]
+    stall_seconds: u64,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult: u64 = match c.to_ascii_lowercase() {
+                'k' => 1 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                _ => return Err(format!("unknown size suffix in {s:?}")),
+            };
+            (s.get(..i).unwrap_or(""), mult)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    rw: &'static str,
+    bs: u64,
+    qd: u16,
+    queues: u16,
+    packed: bool,
+    seconds: f64,
+    ios: u64,
+    iops: f64,
+    bandwidth_mib_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+    errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reads_checked: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mismatches: Option<u64>,
+    features: String,
+    capacity_bytes: u64,
+    region_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_error: Option<String>,
 }
 
 /// Runs the benchmark and prints its report.
 pub fn run(args: &BlkBenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("vireo bench blk is not built yet (socket {})", args.socket.display())
+    let bs = args.bs;
+    if bs == 0 || bs % SECTOR_SIZE != 0 {
+        bail!("--bs {bs} is not a positive multiple of 512");
+    }
+    if args.qd == 0 || args.queues == 0 || !args.seconds.is_finite() || args.seconds <= 0.0 {
+        bail!("--qd, --queues and --seconds must be positive");
+    }
+    let workload = match args.rw {
+        RwArg::Randread => Workload::RandRead,
+        RwArg::Randwrite => Workload::RandWrite,
+        RwArg::Read => Workload::Read,
+        RwArg::Write => Workload::Write,
+    };
+    let negotiation = NegotiationOptions {
+        format: if args.packed {
+            RingFormat::Packed
+        } else {
+            RingFormat::Split
+        },
+        without: Features::empty(),
+    };
+    let qd = usize::from(args.qd);
+    let slot_options = SlotOptions {
+        slots: args.qd,
+        max_ranges: 1,
+        max_data_segments: 1,
+    };
+    let slot_bytes = slot_options.area_size().next_multiple_of(4096);
+    let per_queue = slot_bytes + qd * usize::try_from(bs)?.next_multiple_of(4096);
+    let mut required = Features::VERSION_1;
+    if args.packed {
+        required |= Features::RING_PACKED;
+    }
+    let options = UserDeviceOptions {
+        features: wanted_features(&negotiation),
+        required,
+        queues: args.queues,
+        queue_size: args.queue_size,
+        pool_size: per_queue * usize::from(args.queues),
+        ..UserDeviceOptions::default()
+    };
+    let mut device: UserDevice<u16> = match UserDevice::connect(&args.socket, &options) {
+        Ok(d) => d,
+        Err(FrontendError::FeatureMissing { bits }) if bits & Features::RING_PACKED.bits() != 0 => {
+            bail!("--packed: the backend does not offer VIRTIO_F_RING_PACKED (virtio 1.2 §2.8)")
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("starting the device at {}", args.socket.display()))
+        }
+    };
+    let config_bytes = device
+        .read_config(0, CONFIG_READ_LEN)
+        .context("reading the configuration space")?;
+    let config = BlkConfig::parse(&config_bytes).context("parsing the configuration space")?;
+    let info = BlkDeviceInfo::new(device.features(), &config)?;
+    if usize::from(args.queues) > usize::from(info.num_queues) {
+        bail!(
+            "--queues {} but the device has {} request queues",
+            args.queues,
+            info.num_queues
+        );
+    }
+    let capacity = info.capacity_bytes();
+    let region = args.size.unwrap_or(capacity.min(1 << 30)).min(capacity);
+    let region_blocks = region / bs;
+    let min_blocks = u64::from(args.queues) * u64::from(args.qd) * 2;
+    if region_blocks < min_blocks {
+        bail!(
+            "the region ({region} bytes of a {capacity}-byte disk) holds {region_blocks} blocks \
+             of {bs} bytes; --queues x --qd x 2 = {min_blocks} are needed"
+        );
+    }
+    let plan = Plan {
+        workload,
+        bs: usize::try_from(bs)?,
+        qd: args.qd,
+        duration: Duration::from_secs_f64(args.seconds),
+        region_blocks,
+        queues: args.queues,
+        verify: match (args.verify, args.expect_zeroes) {
+            (false, _) => Verify::Off,
+            (true, false) => Verify::Pattern,
+            (true, true) => Verify::Zeroes,
+        },
+        wait: if args.poll { Wait::Poll } else { Wait::Notify },
+        seed: args.seed,
+        stall: Duration::from_secs(args.stall_seconds.max(1)),
+    };
+    let reports = run_queues(&mut device, info, &slot_options, plan, bs)?;
+    let features = format!("{:#x}", device.features().bits());
+    if let Err(e) = device.shutdown() {
+        eprintln!("warning: shutting the device down: {e}");
+    }
+    report(args, plan, reports, features, capacity, region)
+}
+
+fn run_queues(
+    device: &mut UserDevice<u16>,
+    info: BlkDeviceInfo,
+    slot_options: &SlotOptions,
+    plan: Plan,
+    bs: u64,
+) -> anyhow::Result<Vec<QueueReport>> {
+    let (queues, pool) = device.queues_and_pool();
+    let mut work = Vec::with_capacity(queues.len());
+    for uq in queues.iter_mut() {
+        let slots = pool.alloc(slot_options.area_size(), 4096)?;
+        let mut bufs = Vec::with_capacity(usize::from(plan.qd));
+        for _ in 0..plan.qd {
+            bufs.push(pool.alloc(usize::try_from(bs)?, 4096)?);
+        }
+        let kick = EventfdKick(uq.kick_fd().try_clone_to_owned()?);
+        let call = uq.call_fd().try_clone_to_owned()?;
+        let index = uq.index();
+        let area = SlotArea {
+            area: slots.area().clone(),
+            guest_addr: slots.guest_addr(),
+        };
+        let queue = BlkQueue::new(index, uq.queue_mut(), area, info, slot_options)?;
+        work.push((index, queue, kick, call, bufs));
+    }
+    let ready = Barrier::new(work.len());
+    let reports = std::thread::scope(|s| {
+        let handles: Vec<_> = work
+            .into_iter()
+            .map(|(index, queue, kick, call, bufs)| {
+                let ready = &ready;
+                s.spawn(move || worker::run(index, queue, kick, call, &bufs, plan, ready))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| QueueReport {
+                    first_error: Some("a queue thread panicked".into()),
+                    aborted: true,
+                    ..QueueReport::default()
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(reports)
+}
+
+fn report(
+    args: &BlkBenchArgs,
+    plan: Plan,
+    reports: Vec<QueueReport>,
+    features: String,
+    capacity: u64,
+    region: u64,
+) -> anyhow::Result<()> {
+    let mut hist = Histogram::default();
+    let (mut ios, mut bytes, mut errors, mut mismatches, mut checked) = (0, 0, 0, 0, 0);
+    let mut elapsed = Duration::ZERO;
+    let mut first_error = None;
+    let mut aborted = false;
+    for r in &reports {
+        hist.merge(&r.hist);
+        ios += r.ios;
+        bytes += r.bytes;
+        errors += r.errors;
+        mismatches += r.mismatches;
+        checked += r.checked;
+        elapsed = elapsed.max(r.elapsed);
+        aborted |= r.aborted;
+        if first_error.is_none() {
+            first_error.clone_from(&r.first_error);
+        }
+    }
+    // A queue that stopped early counts as an error too.
+    errors += reports.iter().filter(|r| r.aborted).count() as u64;
+    let secs = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let verified = args
+        .verify
+        .then_some(!aborted && errors == 0 && mismatches == 0 && checked > 0);
+    let report = Report {
+        rw: match plan.workload {
+            Workload::Read => "read",
+            Workload::Write => "write",
+            Workload::RandRead => "randread",
+            Workload::RandWrite => "randwrite",
+        },
+        bs: args.bs,
+        qd: args.qd,
+        queues: args.queues,
+        packed: args.packed,
+        seconds: elapsed.as_secs_f64(),
+        ios,
+        iops: ios as f64 / secs,
+        bandwidth_mib_s: bytes as f64 / secs / f64::from(1u32 << 20),
+        p50_us: us(hist.quantile(0.5)),
+        p99_us: us(hist.quantile(0.99)),
+        p999_us: us(hist.quantile(0.999)),
+        max_us: us(hist.quantile(1.0)),
+        errors,
+        verified,
+        reads_checked: args.verify.then_some(checked),
+        mismatches: args.verify.then_some(mismatches),
+        features,
+        capacity_bytes: capacity,
+        region_bytes: region,
+        first_error,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_text(&report);
+    }
+    if let Some(e) = &report.first_error {
+        bail!("{e}");
+    }
+    if report.errors > 0 {
+        bail!("{} requests failed", report.errors);
+    }
+    if report.verified == Some(false) {
+        bail!("verification failed ({mismatches} mismatches, {checked} reads checked)");
+    }
+    Ok(())
+}
+
+fn print_text(r: &Report) {
+    println!(
+        "{} bs={} qd={} queues={}{}: {} ios in {:.2}s",
+        r.rw,
+        r.bs,
+        r.qd,
+        r.queues,
+        if r.packed { " packed" } else { "" },
+        r.ios,
+        r.seconds
+    );
+    println!(
+        "  {:.0} IOPS, {:.1} MiB/s, latency p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} \
+         us",
+        r.iops, r.bandwidth_mib_s, r.p50_us, r.p99_us, r.p999_us, r.max_us
+    );
+    println!("  errors: {}", r.errors);
+    if let (Some(v), Some(c), Some(m)) = (r.verified, r.reads_checked, r.mismatches) {
+        println!("  verified: {v} ({c} reads checked, {m} mismatches)");
+    }
 }
