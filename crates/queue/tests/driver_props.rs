@@ -384,9 +384,14 @@ fn step(
             let (last_id, last) = batch.last().unwrap();
             let written = fraction_of(last, *fraction);
             assert_eq!(dev.use_batch(count, written), *last_id);
-            // The buffers before the last come back with 0 bytes written.
+            // The buffers before the last come back used completely: their whole writable
+            // length (virtio 1.2 §2.7.9, §2.8.8: "assumed to have been used ... completely").
             for (i, (_, buf)) in batch.into_iter().enumerate() {
-                let w = if i + 1 == count { written } else { 0 };
+                let w = if i + 1 == count {
+                    written
+                } else {
+                    fraction_of(&buf, 256)
+                };
                 m.used_unpublished.push_back((buf, w));
             }
         }

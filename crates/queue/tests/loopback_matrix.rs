@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vireo_queue::loopback::{
-    self, CondvarNotifier, LoopbackOptions, Notifier, NotifyMode, PollingNotifier,
+    self, CondvarNotifier, LoopbackOptions, Notifier, NotifyMode, Payload, PollingNotifier,
 };
 use vireo_queue::RingFormat;
 use vireo_spec::Features;
@@ -57,6 +57,13 @@ fn matrix(format: RingFormat) -> Vec<LoopbackOptions> {
                         batch: 5,
                         outstanding: 12,
                         notify,
+                        // Echo checks data both ways; the data-free shape runs with blocking
+                        // notifications so it is covered too.
+                        payload: if notify == NotifyMode::Block && !indirect {
+                            Payload::None
+                        } else {
+                            Payload::Echo
+                        },
                     });
                 }
             }

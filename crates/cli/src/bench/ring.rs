@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use rustix::event::{eventfd, EventfdFlags};
 use serde::Serialize;
-use vireo_queue::loopback::{self, LoopbackOptions, Notifier, NotifyMode, PollingNotifier};
+use vireo_queue::loopback::{
+    self, LoopbackOptions, Notifier, NotifyMode, Payload, PollingNotifier,
+};
 use vireo_queue::RingFormat;
 use vireo_spec::Features;
 
@@ -27,6 +29,17 @@ pub enum NotifyArg {
     Poll,
     /// Kicks and calls are eventfds; an idle side sleeps in read(2).
     Eventfd,
+}
+
+/// What each buffer carries, on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PayloadArg {
+    /// A readable segment with a sequence number that the device echoes into a writable one:
+    /// data checked both ways.
+    Echo,
+    /// One writable descriptor, no data touched (ringtest's shape); tokens and lengths are
+    /// still verified.
+    None,
 }
 
 /// Arguments of `vireo bench ring`.
@@ -59,6 +72,9 @@ pub struct RingArgs {
     /// How the sides notify each other.
     #[arg(long, value_enum, default_value = "poll")]
     notify: NotifyArg,
+    /// What each buffer carries.
+    #[arg(long, value_enum, default_value = "echo")]
+    payload: PayloadArg,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -68,6 +84,7 @@ pub struct RingArgs {
 struct RingReport {
     format: &'static str,
     notify: &'static str,
+    payload: &'static str,
     event_idx: bool,
     indirect: bool,
     in_order: bool,
@@ -130,6 +147,10 @@ pub fn run(args: &RingArgs) -> anyhow::Result<()> {
             NotifyArg::Poll => NotifyMode::Poll,
             NotifyArg::Eventfd => NotifyMode::Block,
         },
+        payload: match args.payload {
+            PayloadArg::Echo => Payload::Echo,
+            PayloadArg::None => Payload::None,
+        },
     };
     let report = loopback::run(&options, notifier(args.notify)?, notifier(args.notify)?)
         .context("ring loopback failed")?;
@@ -142,6 +163,10 @@ pub fn run(args: &RingArgs) -> anyhow::Result<()> {
         notify: match args.notify {
             NotifyArg::Poll => "poll",
             NotifyArg::Eventfd => "eventfd",
+        },
+        payload: match args.payload {
+            PayloadArg::Echo => "echo",
+            PayloadArg::None => "none",
         },
         event_idx: args.event_idx,
         indirect: args.indirect,

@@ -7,11 +7,32 @@
 //!
 //! With IN_ORDER the device uses buffers in the order they were made available and may report
 //! a whole batch with one used entry naming its last buffer. The driver then returns every
-//! buffer up to and including that one, oldest first: all but the last with 0 bytes written,
-//! the last with the entry's length. [`AddOrder`] holds such a batch while its buffers are
-//! returned one `pop_used` at a time.
+//! buffer up to and including that one, oldest first: the last with the entry's length, the
+//! skipped ones as used completely ("The skipped buffers (for which no used descriptor was
+//! written) are assumed to have been used (read or written) by the device completely", §2.8.8),
+//! i.e. with their whole device-writable length. [`AddOrder`] holds such a batch while its
+//! buffers are returned one `pop_used` at a time.
 
 use alloc::vec::Vec;
+
+/// How many bytes the device wrote into a returned buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Written {
+    /// The length the used entry reported.
+    Reported(u32),
+    /// A buffer an IN_ORDER batch skipped: used completely, so its whole writable length.
+    Whole,
+}
+
+impl Written {
+    /// The byte count for a buffer with `writable` device-writable bytes.
+    pub fn bytes(self, writable: u64) -> u32 {
+        match self {
+            Written::Reported(n) => n,
+            Written::Whole => u32::try_from(writable).unwrap_or(u32::MAX),
+        }
+    }
+}
 
 /// A batch being returned: the sequence number of its last buffer and the length reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,14 +84,15 @@ impl AddOrder {
     }
 
     /// While a batch is being returned: the id of the oldest buffer (numbered `oldest`) and the
-    /// bytes to report for it (0 except for the batch's last buffer, which ends the batch).
-    pub fn next_in_batch(&mut self, oldest: u16) -> Option<(u16, u32)> {
+    /// bytes to report for it (the whole buffer, except for the batch's last buffer, which
+    /// ends the batch with the reported length).
+    pub fn next_in_batch(&mut self, oldest: u16) -> Option<(u16, Written)> {
         let batch = self.batch?;
         let written = if oldest == batch.last {
             self.batch = None;
-            batch.written
+            Written::Reported(batch.written)
         } else {
-            0
+            Written::Whole
         };
         Some((self.id(oldest), written))
     }
@@ -105,9 +127,9 @@ mod tests {
         assert_eq!(o.next_in_batch(65534), None, "no batch yet");
         assert_eq!(batch_len(65534, 0), 3, "across the 16-bit wrap");
         o.begin_batch(65534, 0, 100);
-        assert_eq!(o.next_in_batch(65534), Some((7, 0)));
-        assert_eq!(o.next_in_batch(65535), Some((8, 0)));
-        assert_eq!(o.next_in_batch(0), Some((9, 100)));
+        assert_eq!(o.next_in_batch(65534), Some((7, Written::Whole)));
+        assert_eq!(o.next_in_batch(65535), Some((8, Written::Whole)));
+        assert_eq!(o.next_in_batch(0), Some((9, Written::Reported(100))));
         assert_eq!(o.next_in_batch(1), None, "the batch ended");
         o.begin_batch(1, 1, 5);
         assert_eq!(o.next_in_batch(1), None, "one buffer is no batch");

@@ -5,7 +5,10 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use vireo_memory::GuestMemoryMap;
 
-use super::{expected_written, LoopbackError, LoopbackOptions, Notifier, NotifyMode, ECHO_MASK};
+use super::{
+    expected_written, expected_written_at, LoopbackError, LoopbackOptions, Notifier, NotifyMode,
+    Payload, ECHO_MASK,
+};
 use crate::device::{DeviceQueue, Direction};
 
 /// Runs the device side until it has used `opts.buffers` buffers; returns the number of
@@ -28,7 +31,10 @@ pub(super) fn run(
         let mut in_batch = 0u16;
         let mut any = false;
         while let Some(chain) = queue.pop().map_err(LoopbackError::Device)? {
-            let written = serve(&queue, &chain, mem)?;
+            let written = match opts.payload {
+                Payload::Echo => serve(&queue, &chain, mem)?,
+                Payload::None => serve_without_data(&queue, &chain, mem)?,
+            };
             queue
                 .add_used(&chain, written)
                 .map_err(LoopbackError::Device)?;
@@ -69,6 +75,23 @@ fn publish(
         return Ok(1);
     }
     Ok(0)
+}
+
+/// Walks the chain (validating it) without touching data; the used length comes from the
+/// address of its writable segment.
+fn serve_without_data(
+    queue: &DeviceQueue,
+    chain: &crate::device::AvailChain,
+    mem: &GuestMemoryMap,
+) -> Result<u32, LoopbackError> {
+    let mut written = 0;
+    for segment in queue.chain(chain, mem) {
+        let segment = segment.map_err(LoopbackError::Device)?;
+        if segment.direction == Direction::DeviceWritable {
+            written = expected_written_at(segment.addr);
+        }
+    }
+    Ok(written)
 }
 
 /// Reads the sequence number from the readable segment and echoes it into the writable one.

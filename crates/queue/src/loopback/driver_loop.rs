@@ -8,8 +8,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use vireo_memory::{GuestMemory, GuestMemoryMap};
 
 use super::{
-    expected_written, LoopbackError, LoopbackOptions, Notifier, NotifyMode, ECHO_MASK,
-    READABLE_LEN, WRITABLE_LEN,
+    expected_written, expected_written_at, LoopbackError, LoopbackOptions, Notifier, NotifyMode,
+    Payload, ECHO_MASK, READABLE_LEN, WRITABLE_LEN,
 };
 use crate::driver::{BufferSegment, DriverQueue, DriverQueueError};
 
@@ -66,21 +66,34 @@ pub(super) fn run(
             let Some(slot) = free_slots.pop() else { break };
             let readable = buffers_base + u64::from(slot) * slot_bytes;
             let writable = readable + u64::from(READABLE_LEN);
-            mem.translate(readable, 8)
-                .and_then(|s| s.write(0, &next_seq.to_le_bytes()))
-                .map_err(LoopbackError::Memory)?;
             let token = (next_seq << SLOT_BITS) | u64::from(slot);
-            match queue.add(
-                &[BufferSegment {
-                    addr: readable,
-                    len: READABLE_LEN,
-                }],
-                &[BufferSegment {
-                    addr: writable,
-                    len: WRITABLE_LEN,
-                }],
-                token,
-            ) {
+            let added_ok = match opts.payload {
+                Payload::Echo => {
+                    mem.translate(readable, 8)
+                        .and_then(|s| s.write(0, &next_seq.to_le_bytes()))
+                        .map_err(LoopbackError::Memory)?;
+                    queue.add(
+                        &[BufferSegment {
+                            addr: readable,
+                            len: READABLE_LEN,
+                        }],
+                        &[BufferSegment {
+                            addr: writable,
+                            len: WRITABLE_LEN,
+                        }],
+                        token,
+                    )
+                }
+                Payload::None => queue.add(
+                    &[],
+                    &[BufferSegment {
+                        addr: readable,
+                        len: READABLE_LEN + WRITABLE_LEN,
+                    }],
+                    token,
+                ),
+            };
+            match added_ok {
                 Ok(()) => {}
                 Err(DriverQueueError::QueueFull { .. }) => {
                     free_slots.push(slot);
@@ -108,12 +121,14 @@ pub(super) fn run(
         while let Some(used) = queue.pop_used().map_err(LoopbackError::Driver)? {
             let seq = used.token >> SLOT_BITS;
             let slot = (used.token & ((1 << SLOT_BITS) - 1)) as u16;
-            verify(
-                mem,
-                buffers_base + u64::from(slot) * slot_bytes + u64::from(READABLE_LEN),
-                seq,
-                used.written,
-            )?;
+            let buffer = buffers_base + u64::from(slot) * slot_bytes;
+            match opts.payload {
+                Payload::Echo => verify(mem, buffer + u64::from(READABLE_LEN), seq, used.written)?,
+                Payload::None if used.written != expected_written_at(buffer) => {
+                    return Err(LoopbackError::Verification("wrong used length", seq));
+                }
+                Payload::None => {}
+            }
             let word = stats
                 .seen
                 .get_mut((seq / 64) as usize)

@@ -42,6 +42,25 @@ pub fn expected_written(seq: u64) -> u32 {
     8 + (seq % 9) as u32
 }
 
+/// What each buffer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Payload {
+    /// A device-readable segment with the sequence number and a device-writable segment the
+    /// device echoes it into: data is checked both ways.
+    #[default]
+    Echo,
+    /// One device-writable segment and no data touched (the shape of ringtest's buffers): the
+    /// device derives the used length from the buffer's address, so tokens and lengths are
+    /// still verified.
+    None,
+}
+
+/// The used length for a buffer at `addr` in [`Payload::None`] mode.
+#[inline]
+pub fn expected_written_at(addr: u64) -> u32 {
+    8 + ((addr / u64::from(READABLE_LEN + WRITABLE_LEN)) % 9) as u32
+}
+
 /// How notifications travel between the two threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotifyMode {
@@ -70,6 +89,8 @@ pub struct LoopbackOptions {
     pub outstanding: u16,
     /// Polling or blocking.
     pub notify: NotifyMode,
+    /// What each buffer carries.
+    pub payload: Payload,
 }
 
 impl Default for LoopbackOptions {
@@ -82,6 +103,7 @@ impl Default for LoopbackOptions {
             batch: 32,
             outstanding: 128,
             notify: NotifyMode::Poll,
+            payload: Payload::Echo,
         }
     }
 }

@@ -6,6 +6,7 @@ use vireo_spec::packed::{desc, event};
 
 use super::{PackedDriverQueue, Position};
 use crate::driver::error::{DeviceViolation, DriverQueueError};
+use crate::driver::in_order::Written;
 use crate::driver::{UsedBuffer, UsedNotifications};
 use crate::ordering::{self, CONSUME, FIELD};
 
@@ -21,7 +22,7 @@ impl<T> PackedDriverQueue<T> {
     ///
     /// With IN_ORDER (§2.8.8) a used descriptor naming a buffer after the oldest in flight
     /// stands for every buffer up to that one (the device skipped their descriptors): they come
-    /// back one call at a time, oldest first, those before it with 0 bytes written.
+    /// back one call at a time, oldest first, those before it as used completely (their whole writable length).
     ///
     /// With EVENT_IDX and notifications enabled, the driver event suppression structure
     /// follows the next used position, so the device notifies when it uses more; before
@@ -68,7 +69,7 @@ impl<T> PackedDriverQueue<T> {
                 return self.give_back(oldest, written).map(Some);
             }
         }
-        self.give_back(id, written).map(Some)
+        self.give_back(id, Written::Reported(written)).map(Some)
     }
 
     /// True if the descriptor at the next used position is marked used for the used wrap
@@ -80,7 +81,7 @@ impl<T> PackedDriverQueue<T> {
     }
 
     /// Returns the (validated) buffer `id`, moving the next used position past its descriptors.
-    fn give_back(&mut self, id: u16, written: u32) -> Result<UsedBuffer<T>, DriverQueueError> {
+    fn give_back(&mut self, id: u16, written: Written) -> Result<UsedBuffer<T>, DriverQueueError> {
         let Some(buffer) = self.shadow.release(id) else {
             let v = DeviceViolation::UsedIdNotInFlight { id: id.into() };
             return Err(self.mem.fail(v));
@@ -92,8 +93,8 @@ impl<T> PackedDriverQueue<T> {
             self.write_driver_event(event::FLAGS_DESC, self.next_used)?;
         }
         Ok(UsedBuffer {
+            written: written.bytes(buffer.writable),
             token: buffer.token,
-            written,
         })
     }
 

@@ -5,7 +5,7 @@ use vireo_spec::split::{avail, used as used_ring};
 
 use super::SplitDriverQueue;
 use crate::driver::error::{DeviceViolation, DriverQueueError};
-use crate::driver::in_order;
+use crate::driver::in_order::{self, Written};
 use crate::driver::UsedBuffer;
 use crate::driver::UsedNotifications;
 use crate::ordering::{self, CONSUME, FIELD};
@@ -20,7 +20,7 @@ impl<T> SplitDriverQueue<T> {
     ///
     /// With IN_ORDER (§2.7.9) an element naming a buffer after the oldest in flight stands for
     /// every buffer up to that one (the used index moved by as many): they come back one call at
-    /// a time, oldest first, those before it with 0 bytes written.
+    /// a time, oldest first, those before it as used completely (their whole writable length).
     ///
     /// With EVENT_IDX and notifications enabled, `used_event` follows the next element to read
     /// (§2.7.7), so the device notifies when it uses more; before `used.idx` is read again a full
@@ -73,11 +73,15 @@ impl<T> SplitDriverQueue<T> {
                 return self.give_back(oldest, written).map(Some);
             }
         }
-        self.give_back(head, written).map(Some)
+        self.give_back(head, Written::Reported(written)).map(Some)
     }
 
     /// Returns the (validated) buffer whose chain starts at `head`, consuming one used element.
-    fn give_back(&mut self, head: u16, written: u32) -> Result<UsedBuffer<T>, DriverQueueError> {
+    fn give_back(
+        &mut self,
+        head: u16,
+        written: Written,
+    ) -> Result<UsedBuffer<T>, DriverQueueError> {
         let Some(buffer) = self.shadow.release(head) else {
             let id = u32::from(head);
             return Err(self.mem.fail(DeviceViolation::UsedIdNotInFlight { id }));
@@ -87,8 +91,8 @@ impl<T> SplitDriverQueue<T> {
             self.write_used_event(self.last_used)?;
         }
         Ok(UsedBuffer {
+            written: written.bytes(buffer.writable),
             token: buffer.token,
-            written,
         })
     }
 
