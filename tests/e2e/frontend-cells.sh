@@ -146,9 +146,16 @@ run_cell() {
       line="refused: $err"
       ;;
   esac
+  # an image file written through the backend: every unit with the pattern must sit at the offset
+  # it names (checked from the file itself, not through the device)
+  if [ -z "$reason" ] && [ "$expect" = pass ] && [[ "$backend" == *"{img}"* ]]; then
+    if ! "$VIREO_BIN" bench blk --check-image "$img" >"$dir/check-image.log" 2>&1; then
+      reason="image check: $(grep -m1 '^Error:' "$dir/check-image.log")"
+    fi
+  fi
   if [ -n "$reason" ]; then
     echo "FAIL $name $reason"
-    e2e_tail "$dir/bench.err" "$dir/backend.log"
+    e2e_tail "$dir/bench.err" "$dir/check-image.log" "$dir/backend.log"
     return 1
   fi
   echo "PASS $name $line"

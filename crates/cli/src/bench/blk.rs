@@ -50,8 +50,8 @@ pub enum RwArg {
 #[derive(Debug, Args)]
 pub struct BlkBenchArgs {
     /// The backend's Unix socket.
-    #[arg(long)]
-    socket: PathBuf,
+    #[arg(long, required_unless_present = "check_image")]
+    socket: Option<PathBuf>,
     /// Workload.
     #[arg(long, value_enum, default_value = "randread")]
     rw: RwArg,
@@ -97,6 +97,11 @@ pub struct BlkBenchArgs {
     /// Seconds without any completion after which the backend counts as hung.
     #[arg(long, default_value_t = 10)]
     stall_seconds: u64,
+    /// Instead of a run: scan an image file a verifying run wrote (through the backend) and
+    /// check that every 512-byte unit carrying the pattern sits at the offset it names and is
+    /// whole; fails if none does.
+    #[arg(long, conflicts_with = "socket")]
+    check_image: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -149,6 +154,11 @@ struct Report {
 
 /// Runs the benchmark and prints its report.
 pub fn run(args: &BlkBenchArgs) -> anyhow::Result<()> {
+    let socket = match (&args.socket, &args.check_image) {
+        (_, Some(image)) => return check_image(image),
+        (Some(socket), None) => socket,
+        (None, None) => bail!("--socket is required"),
+    };
     let bs = args.bs;
     if bs == 0 || bs % SECTOR_SIZE != 0 {
         bail!("--bs {bs} is not a positive multiple of 512");
@@ -190,14 +200,13 @@ pub fn run(args: &BlkBenchArgs) -> anyhow::Result<()> {
         pool_size: per_queue * usize::from(args.queues),
         ..UserDeviceOptions::default()
     };
-    let mut device: UserDevice<u16> = match UserDevice::connect(&args.socket, &options) {
+    let mut device: UserDevice<u16> = match UserDevice::connect(socket, &options) {
         Ok(d) => d,
         Err(FrontendError::FeatureMissing { bits }) if bits & Features::RING_PACKED.bits() != 0 => {
             bail!("--packed: the backend does not offer VIRTIO_F_RING_PACKED (virtio 1.2 §2.8)")
         }
         Err(e) => {
-            return Err(e)
-                .with_context(|| format!("starting the device at {}", args.socket.display()))
+            return Err(e).with_context(|| format!("starting the device at {}", socket.display()))
         }
     };
     let config_bytes = device
@@ -392,4 +401,43 @@ fn print_text(r: &Report) {
     if let (Some(v), Some(c), Some(m)) = (r.verified, r.reads_checked, r.mismatches) {
         println!("  verified: {v} ({c} reads checked, {m} mismatches)");
     }
+}
+
+/// `--check-image`: every unit with the pattern header is whole and where it says it is.
+fn check_image(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut at, mut in_place, mut other) = (0u64, 0u64, 0u64);
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = file.read(buf.get_mut(filled..).unwrap_or(&mut []))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        for unit in buf.get(..filled).unwrap_or(&[]).chunks_exact(pattern::UNIT) {
+            match pattern::classify(unit, at) {
+                pattern::UnitContent::Other => other += 1,
+                pattern::UnitContent::InPlace => in_place += 1,
+                pattern::UnitContent::Wrong(m) => bail!("{}: {m}", path.display()),
+            }
+            at += pattern::UNIT as u64;
+        }
+        if filled < buf.len() {
+            break;
+        }
+    }
+    println!(
+        "{}: {in_place} units carry the pattern, each whole and at its own offset; {other} \
+         other units",
+        path.display()
+    );
+    if in_place == 0 {
+        bail!("{}: no unit carries the pattern", path.display());
+    }
+    Ok(())
 }

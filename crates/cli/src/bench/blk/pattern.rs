@@ -117,6 +117,30 @@ pub fn check_zeroes(buf: &[u8], offset: u64) -> Result<(), Mismatch> {
     }
 }
 
+/// What one unit of a disk image holds, judged on its own (no knowledge of what was written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitContent {
+    /// No pattern header: never written by a verifying run (or overwritten by something else).
+    Other,
+    /// A complete pattern unit naming the offset it sits at.
+    InPlace,
+    /// A pattern unit that is elsewhere than it names, or torn.
+    Wrong(Mismatch),
+}
+
+/// Judges the unit `unit` found at disk offset `at`: a unit with the pattern header must be
+/// entirely the pattern of `at` and of the generation its header names.
+pub fn classify(unit: &[u8], at: u64) -> UnitContent {
+    if le(unit, 0) != MAGIC {
+        return UnitContent::Other;
+    }
+    let generation = u32::try_from(le(unit, 2)).unwrap_or(u32::MAX);
+    match check(unit, at, generation) {
+        Ok(()) => UnitContent::InPlace,
+        Err(m) => UnitContent::Wrong(m),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
@@ -139,6 +163,18 @@ mod tests {
             e.to_string().contains("generation 3 of offset 0x10400"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn image_units_are_judged_on_their_own() {
+        let mut b = vec![0u8; 1024];
+        assert_eq!(classify(&b[..512], 0), UnitContent::Other);
+        fill(&mut b, 4096, 9);
+        assert_eq!(classify(&b[512..], 4096 + 512), UnitContent::InPlace);
+        // The right data at the wrong place, and a torn unit.
+        assert!(matches!(classify(&b[512..], 8192), UnitContent::Wrong(_)));
+        b[300] ^= 0xff;
+        assert!(matches!(classify(&b[..512], 4096), UnitContent::Wrong(_)));
     }
 
     #[test]
