@@ -6,13 +6,56 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vireo_spec::Features;
 use vireo_vhost_user::frontend::{
     Frontend, FrontendError, RingEnable, UserDevice, UserDeviceOptions,
 };
-use vireo_vhost_user::message::{ProtocolFeatures, Request};
+use vireo_vhost_user::message::{ConfigAccess, ProtocolFeatures, Request};
+use vireo_vhost_user::{BackendServer, ConfigError, QueueHandler, StopHandle, VhostUserDevice};
+
+/// The echo device, also offering the ring features (virtio 1.2 §6).
+struct RingFeatures(common::EchoDevice);
+
+impl VhostUserDevice for RingFeatures {
+    fn features(&self) -> u64 {
+        self.0.features()
+            | (Features::RING_PACKED | Features::EVENT_IDX | Features::INDIRECT_DESC).bits()
+    }
+    fn num_queues(&self) -> u16 {
+        self.0.num_queues()
+    }
+    fn max_queue_size(&self) -> u16 {
+        self.0.max_queue_size()
+    }
+    fn read_config(&self, offset: u32, buf: &mut [u8]) -> Result<(), ConfigError> {
+        self.0.read_config(offset, buf)
+    }
+    fn write_config(&self, offset: u32, data: &[u8], a: ConfigAccess) -> Result<(), ConfigError> {
+        self.0.write_config(offset, data, a)
+    }
+    fn queue_handler(&self, queue_index: u16) -> Box<dyn QueueHandler> {
+        self.0.queue_handler(queue_index)
+    }
+    fn reset(&self) {
+        self.0.reset()
+    }
+}
+
+/// Serves [`RingFeatures`] on a fresh socket until the returned stop handle fires.
+fn serve_ring_features(
+    name: &str,
+) -> (std::path::PathBuf, StopHandle, std::thread::JoinHandle<()>) {
+    let path = std::env::temp_dir().join(format!("vireo-fe-{}-{name}.sock", std::process::id()));
+    let mut server = BackendServer::bind(&path).unwrap();
+    let stop = StopHandle::new().unwrap();
+    let s = stop.clone();
+    let device = Arc::new(RingFeatures(common::EchoDevice::default()));
+    let t = std::thread::spawn(move || server.serve(device, &s).unwrap());
+    (path, stop, t)
+}
 
 fn options(queues: u16) -> UserDeviceOptions {
     UserDeviceOptions {
@@ -107,4 +150,52 @@ fn more_queues_than_the_device_has() {
     let mut dev = UserDevice::<usize>::connect(&server.path, &options(1)).unwrap();
     echo(&mut dev, 0, 1);
     assert_eq!(dev.shutdown().unwrap(), [1]);
+}
+
+#[test]
+fn packed_rings_with_event_idx_and_indirect() {
+    let (path, stop, thread) = serve_ring_features("packed");
+    let mut o = options(2);
+    o.features |= Features::RING_PACKED;
+    let mut dev = UserDevice::<usize>::connect(&path, &o).unwrap();
+    assert!(dev
+        .features()
+        .contains(Features::RING_PACKED | Features::EVENT_IDX | Features::INDIRECT_DESC));
+    echo(&mut dev, 0, 40);
+    echo(&mut dev, 1, 70);
+    // Packed GET_VRING_BASE: position and wrap counter of avail (low half) and used (high
+    // half); 70 buffers on a 64-entry ring wrapped once (wrap counter back to 0).
+    let bases = dev.shutdown().unwrap();
+    assert_eq!(bases[0] & 0xffff, 0x8000 | 40, "{bases:x?}");
+    assert_eq!(bases[1] & 0xffff, 70 - 64, "{bases:x?}");
+    stop.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn one_thread_per_queue() {
+    let (path, stop, thread) = serve_ring_features("threads");
+    let mut dev = UserDevice::<usize>::connect(&path, &options(2)).unwrap();
+    let (queues, pool) = dev.queues_and_pool();
+    let bufs: Vec<_> = queues.iter().map(|_| pool.alloc(64, 64).unwrap()).collect();
+    std::thread::scope(|s| {
+        for (q, buf) in queues.iter_mut().zip(&bufs) {
+            s.spawn(move || {
+                for token in 0..200 {
+                    q.add(&[], &[buf.whole().unwrap()], token).unwrap();
+                    q.notify().unwrap();
+                    let used = loop {
+                        if let Some(u) = q.pop_used().unwrap() {
+                            break u;
+                        }
+                        q.wait_call(Duration::from_millis(100)).unwrap();
+                    };
+                    assert_eq!((used.token, used.written), (token, 64));
+                }
+            });
+        }
+    });
+    assert_eq!(dev.shutdown().unwrap(), [200, 200]);
+    stop.stop();
+    thread.join().unwrap();
 }

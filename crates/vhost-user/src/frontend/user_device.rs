@@ -262,11 +262,12 @@ impl<T> UserDevice<T> {
         let kick = new_eventfd()?;
         let call = new_eventfd()?;
         let ring = u32::from(index);
-        // Packed rings: bit 15 of the base is the driver's wrap counter, which starts at 1
-        // (virtio 1.2 §2.8.1; vhost-user.rst "Ring states").
+        // Packed rings: bits 0-14 are the next available position and bit 15 its wrap
+        // counter, bits 16-31 the same for used (QEMU's encoding, vhost-user.rst
+        // `SET_VRING_BASE`); both counters start at 1 (virtio 1.2 §2.8.1).
         let base = match queue.format() {
             RingFormat::Split => 0,
-            RingFormat::Packed => 1 << 15,
+            RingFormat::Packed => 0x8000_8000,
         };
         let fd_index = u8::try_from(index).map_err(|_| FrontendError::NoSuchQueue { index })?;
         let f = &mut self.frontend;
