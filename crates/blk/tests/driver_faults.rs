@@ -6,6 +6,7 @@ mod driver_fake;
 
 use driver_fake::{config, features, harness, Misbehave};
 use vireo_blk::driver::{BlkDriverError, DeviceFault, RequestKind};
+use vireo_queue::device::{DeviceQueue, DeviceQueueState};
 use vireo_queue::driver::{DeviceViolation, DriverQueueError};
 use vireo_spec::blk::BlkFeatures;
 
@@ -149,4 +150,41 @@ fn faults_after_good_completions_keep_the_good_ones() {
             ..
         }))
     ));
+}
+
+#[test]
+fn reset_after_a_fault_frees_the_slots_and_the_queue_works_again() {
+    let mut h = harness(features(BlkFeatures::empty()), &config(), 64, 16);
+    let b = [h.buf(0, 512)];
+    h.q().submit_read(1, 0, &b).unwrap();
+    h.q().submit_read(2, 0, &b).unwrap();
+    h.q().kick_prepare().unwrap();
+    // The device returns one request without writing its status; the other stays in flight.
+    let chain = h.device.queue.pop().unwrap().unwrap();
+    h.device.queue.push_used(&chain, 513).unwrap();
+    let err = h.q().poll_completions(|_| {}).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BlkDriverError::Device(DeviceFault::InvalidStatus { value: 0xff, .. })
+        ),
+        "{err}"
+    );
+    assert!(h.q().is_broken());
+    // The device is reset (a new device-side queue), then the driver's queue.
+    assert_eq!(h.q().reset(), Ok(1));
+    assert!(!h.q().is_broken());
+    assert_eq!(h.q().in_flight(), 0);
+    assert!((0..16).all(|s| h.q().is_slot_free(s)));
+    let config = h.q().virtqueue().config();
+    h.device.queue =
+        DeviceQueue::new(&*h.device.mem, &config, DeviceQueueState::default()).unwrap();
+    h.device.misbehave = Misbehave::Nothing;
+    h.q().submit_read(1, 0, &b).unwrap();
+    assert_eq!(h.run(), 1);
+    let mut got = Vec::new();
+    h.q()
+        .poll_completions(|c| got.push((c.slot, c.status)))
+        .unwrap();
+    assert_eq!(got, vec![(1, vireo_spec::blk::BlkStatus::Ok)]);
 }

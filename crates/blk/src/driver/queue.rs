@@ -139,6 +139,26 @@ impl<Q: BorrowMut<DriverQueue<u16>>> BlkQueue<Q> {
         }
     }
 
+    /// After the device was reset (virtio 1.2 §2.1.2: the way out of a broken queue): drops
+    /// every request still in flight (their slots become free; the device will not complete
+    /// them), resets the virtqueue and clears the fault. Returns how many requests were dropped.
+    pub fn reset(&mut self) -> Result<u16, BlkDriverError> {
+        let mut dropped: u16 = 0;
+        while let Some(slot) = self.vq().detach_unused() {
+            if let Some(s) = self.state.get_mut(usize::from(slot)) {
+                *s = SlotState::Free;
+            }
+            dropped = dropped.saturating_add(1);
+        }
+        self.vq().reset()?;
+        for s in &mut self.state {
+            *s = SlotState::Free;
+        }
+        self.in_flight = 0;
+        self.broken = None;
+        Ok(dropped)
+    }
+
     /// Publishes the requests submitted so far and answers whether the device wants a
     /// notification (virtio 1.2 §2.7.13, §2.7.10).
     pub fn kick_prepare(&mut self) -> Result<bool, BlkDriverError> {

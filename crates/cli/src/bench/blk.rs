@@ -221,6 +221,21 @@ pub fn run(args: &BlkBenchArgs) -> anyhow::Result<()> {
             info.num_queues
         );
     }
+    // A request is three descriptors (header, data, status), or one with indirect tables.
+    let per_request = if info.features.contains(Features::INDIRECT_DESC) {
+        1
+    } else {
+        3
+    };
+    if u32::from(args.qd) * per_request > u32::from(args.queue_size) {
+        bail!(
+            "--qd {} needs {} descriptors per queue without VIRTIO_F_INDIRECT_DESC; --queue-size \
+             is {}",
+            args.qd,
+            u32::from(args.qd) * per_request,
+            args.queue_size
+        );
+    }
     let capacity = info.capacity_bytes();
     let region = args.size.unwrap_or(capacity.min(1 << 30)).min(capacity);
     let region_blocks = region / bs;
