@@ -137,6 +137,10 @@ fn backend_errors_surface_as_refusals() {
         Err(FrontendError::ConfigRefused { offset: 8, len: 16 })
     );
     assert_eq!(fe.get_config(0, 2).unwrap(), [0, 0]);
+    // RESET_DEVICE (protocol feature RESET_DEVICE) resets the device and disables the rings.
+    let resets = server.device.resets.load(Ordering::SeqCst);
+    fe.reset_device().unwrap();
+    assert_eq!(server.device.resets.load(Ordering::SeqCst), resets + 1);
 }
 
 #[test]

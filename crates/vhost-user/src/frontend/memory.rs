@@ -207,3 +207,74 @@ impl BufferPool {
         self.area.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn pool(len: usize) -> (SharedRegion, BufferPool) {
+        let region = SharedRegion::new("vireo-pool-test", PAGE_SIZE + len, 0x10_0000).unwrap();
+        let pool = BufferPool::new(&region, PAGE_SIZE, len).unwrap();
+        (region, pool)
+    }
+
+    #[test]
+    fn buffers_are_aligned_disjoint_and_guest_addressed() {
+        let (region, mut pool) = pool(PAGE_SIZE);
+        let a = pool.alloc(3, 1).unwrap();
+        let b = pool.alloc(16, 16).unwrap();
+        let c = pool.alloc(512, 512).unwrap();
+        assert_eq!(a.guest_addr(), 0x10_0000 + PAGE_SIZE as u64);
+        assert_eq!(b.guest_addr(), a.guest_addr() + 16);
+        assert_eq!(c.guest_addr(), a.guest_addr() + 512);
+        assert_eq!(pool.remaining(), PAGE_SIZE - 1024);
+        // The bytes behind a guest address are the region's bytes at the same offset.
+        c.slice().write(0, b"vireo").unwrap();
+        let mut back = [0u8; 5];
+        let offset = (c.guest_addr() - region.guest_addr()) as usize;
+        region.area().slice().read(offset, &mut back).unwrap();
+        assert_eq!(&back, b"vireo");
+        assert_eq!(
+            region.to_user(c.guest_addr()),
+            Some(region.user_addr() + offset as u64)
+        );
+        assert_eq!(
+            region.to_user(region.guest_addr() + region.len() as u64),
+            None
+        );
+        assert_eq!(region.to_user(region.guest_addr() - 1), None);
+    }
+
+    #[test]
+    fn exhaustion_zero_length_and_bad_alignment_are_errors() {
+        let (_region, mut pool) = pool(PAGE_SIZE);
+        assert!(pool.alloc(0, 1).is_err());
+        assert!(pool.alloc(8, 3).is_err());
+        pool.alloc(PAGE_SIZE - 8, 1).unwrap();
+        assert_eq!(
+            pool.alloc(16, 1).unwrap_err(),
+            FrontendError::PoolExhausted { len: 16, left: 8 }
+        );
+        assert_eq!(
+            pool.alloc(1, usize::MAX / 2 + 1).unwrap_err(),
+            FrontendError::PoolExhausted { len: 1, left: 8 }
+        );
+        pool.alloc(8, 8).unwrap();
+        assert_eq!(pool.remaining(), 0);
+    }
+
+    #[test]
+    fn segments_stay_inside_their_buffer() {
+        let (_region, mut pool) = pool(PAGE_SIZE);
+        let b = pool.alloc(100, 1).unwrap();
+        assert_eq!(
+            b.segment(10, 90).unwrap(),
+            BufferSegment::new(b.guest_addr() + 10, 90)
+        );
+        assert_eq!(b.whole().unwrap().len, 100);
+        assert!(b.segment(10, 91).is_err());
+        assert!(b.segment(0, 0).is_err());
+        assert!(b.segment(usize::MAX, 2).is_err());
+    }
+}
