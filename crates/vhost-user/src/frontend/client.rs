@@ -5,6 +5,9 @@
 //! back-end cannot hang us. After any failure that may leave the stream out of step (timeout,
 //! malformed reply, socket error) the connection is latched broken and every later request
 //! fails with [`FrontendError::Broken`] without touching the socket.
+//!
+//! The timeout bounds each read of the socket: a back-end that trickles a reply a byte at a
+//! time can stretch one reply to (12 + size) timeouts; a silent one is caught after one.
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
