@@ -148,7 +148,10 @@ fn more_queues_than_the_device_has() {
     let server = common::Server::start();
     assert_eq!(
         UserDevice::<usize>::connect(&server.path, &options(3)).unwrap_err(),
-        FrontendError::NoSuchQueue { index: 2 }
+        FrontendError::TooFewQueues {
+            wanted: 3,
+            available: 2
+        }
     );
     // The back-end is still serving.
     let mut dev = UserDevice::<usize>::connect(&server.path, &options(1)).unwrap();

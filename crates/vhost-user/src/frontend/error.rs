@@ -105,6 +105,13 @@ pub enum FrontendError {
         /// The reported number.
         count: u64,
     },
+    /// Back-end has fewer queues than wanted.
+    TooFewQueues {
+        /// Queues wanted.
+        wanted: u16,
+        /// Queues the back-end has.
+        available: u16,
+    },
     /// Request names a queue the device does not have.
     NoSuchQueue {
         /// The queue index.
@@ -210,6 +217,10 @@ impl fmt::Display for FrontendError {
             FrontendError::BadQueueCount { count } => {
                 write!(f, "back-end reports an unusable number of queues ({count})")
             }
+            FrontendError::TooFewQueues { wanted, available } => write!(
+                f,
+                "back-end has fewer queues than wanted ({available} < {wanted})"
+            ),
             FrontendError::NoSuchQueue { index } => {
                 write!(f, "device has no queue {index}")
             }

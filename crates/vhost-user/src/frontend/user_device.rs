@@ -167,9 +167,10 @@ impl<T> UserDevice<T> {
         let count = match options.queues {
             0 => max_queues,
             n if n <= max_queues => n,
-            n => {
-                return Err(FrontendError::NoSuchQueue {
-                    index: n.saturating_sub(1),
+            wanted => {
+                return Err(FrontendError::TooFewQueues {
+                    wanted,
+                    available: max_queues,
                 })
             }
         };
