@@ -320,3 +320,43 @@ fn missing_version_1_is_refused_before_anything_is_set() {
         [Request::SET_OWNER as u32, Request::GET_FEATURES as u32]
     );
 }
+
+#[test]
+fn features_the_front_end_cannot_carry_are_never_acked() {
+    // The fake offers NOTIFICATION_DATA (virtio 1.2 §2.9): an eventfd kick cannot carry it.
+    let notification_data = vireo_spec::Features::NOTIFICATION_DATA.bits();
+    let (fe, fake) = start(T, move |m| {
+        if is(m, Request::GET_FEATURES) {
+            Action::Reply((frontend_support::FEATURES | notification_data).to_bytes())
+        } else if is(m, Request::SET_FEATURES) {
+            let acked = u64::parse(&m.payload).unwrap();
+            assert_eq!(acked & notification_data, 0, "{acked:#x}");
+            Action::Default
+        } else {
+            Action::Default
+        }
+    });
+    let options = UserDeviceOptions {
+        features: vireo_spec::Features::VERSION_1 | vireo_spec::Features::NOTIFICATION_DATA,
+        ..UserDeviceOptions::default()
+    };
+    let dev = UserDevice::<u32>::start(fe, &options).unwrap();
+    assert!(!dev
+        .features()
+        .contains(vireo_spec::Features::NOTIFICATION_DATA));
+    drop(dev);
+    assert!(fake.join().contains(&(Request::SET_FEATURES as u32)));
+
+    let (fe, fake) = start(T, |_| Action::Default);
+    let options = UserDeviceOptions {
+        required: vireo_spec::Features::ACCESS_PLATFORM,
+        ..UserDeviceOptions::default()
+    };
+    assert_eq!(
+        UserDevice::<u32>::start(fe, &options).unwrap_err(),
+        FrontendError::FeatureUnsupported {
+            bits: vireo_spec::Features::ACCESS_PLATFORM.bits()
+        }
+    );
+    fake.join();
+}

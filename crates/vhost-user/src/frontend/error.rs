@@ -100,6 +100,11 @@ pub enum FrontendError {
         /// The missing feature bits.
         bits: u64,
     },
+    /// Front-end cannot use required feature bits.
+    FeatureUnsupported {
+        /// The bits.
+        bits: u64,
+    },
     /// Back-end reports an unusable number of queues.
     BadQueueCount {
         /// The reported number.
@@ -213,6 +218,9 @@ impl fmt::Display for FrontendError {
             }
             FrontendError::FeatureMissing { bits } => {
                 write!(f, "back-end does not offer required feature bits {bits:#x}")
+            }
+            FrontendError::FeatureUnsupported { bits } => {
+                write!(f, "front-end cannot use required feature bits {bits:#x}")
             }
             FrontendError::BadQueueCount { count } => {
                 write!(f, "back-end reports an unusable number of queues ({count})")

@@ -20,5 +20,5 @@ pub use error::FrontendError;
 pub use memory::{BufferPool, GuestBuffer, SharedRegion, PAGE_SIZE};
 pub use queue::{CallWait, UserQueue};
 pub use user_device::{
-    UserDevice, UserDeviceOptions, GUEST_BASE, MAX_QUEUES, WANTED_PROTOCOL_FEATURES,
+    UserDevice, UserDeviceOptions, GUEST_BASE, MAX_QUEUES, UNSUPPORTED, WANTED_PROTOCOL_FEATURES,
 };

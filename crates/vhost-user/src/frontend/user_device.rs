@@ -34,6 +34,11 @@ pub const MAX_QUEUES: u16 = 256;
 /// `num_queues` is 16 bits).
 const MAX_REPORTED_QUEUES: u64 = 0xffff;
 
+/// Features this front-end never accepts, even when asked: an eventfd kick carries no
+/// notification data (virtio 1.2 §2.9), and there is no IOTLB here for ACCESS_PLATFORM
+/// (vhost-user.rst, "IOMMU support").
+pub const UNSUPPORTED: Features = Features::NOTIFICATION_DATA.union(Features::ACCESS_PLATFORM);
+
 /// The protocol features the front-end uses when offered.
 pub const WANTED_PROTOCOL_FEATURES: ProtocolFeatures = ProtocolFeatures::MQ
     .union(ProtocolFeatures::REPLY_ACK)
@@ -46,9 +51,10 @@ pub const WANTED_PROTOCOL_FEATURES: ProtocolFeatures = ProtocolFeatures::MQ
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UserDeviceOptions {
     /// Feature bits to accept when offered (device-specific bits, EVENT_IDX, INDIRECT_DESC,
-    /// RING_PACKED...).
+    /// RING_PACKED...; never those in [`UNSUPPORTED`]).
     pub features: Features,
-    /// Feature bits the device must offer ([`Features::VERSION_1`] is always required).
+    /// Feature bits the device must offer ([`Features::VERSION_1`] is always required; bits
+    /// in [`UNSUPPORTED`] are refused).
     pub required: Features,
     /// Queues to set up; 0 means every queue the back-end reports (1 without `MQ`).
     pub queues: u16,
@@ -143,6 +149,10 @@ impl<T> UserDevice<T> {
         frontend.set_owner()?;
         let offered = frontend.get_features()?;
         let required = (options.required | Features::VERSION_1).bits();
+        let unsupported = (options.required & UNSUPPORTED).bits();
+        if unsupported != 0 {
+            return Err(FrontendError::FeatureUnsupported { bits: unsupported });
+        }
         let missing = required & !offered;
         if missing != 0 {
             return Err(FrontendError::FeatureMissing { bits: missing });
@@ -183,9 +193,8 @@ impl<T> UserDevice<T> {
         } else {
             None
         };
-        let features = Features::from_bits_retain(
-            offered & (options.features | options.required | Features::VERSION_1).bits(),
-        );
+        let wanted = (options.features | options.required | Features::VERSION_1) - UNSUPPORTED;
+        let features = Features::from_bits_retain(offered & wanted.bits());
         let protocol_bit = offered & VHOST_USER_F_PROTOCOL_FEATURES;
         frontend.set_features(features.bits() | protocol_bit)?;
 
