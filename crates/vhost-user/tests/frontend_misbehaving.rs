@@ -360,3 +360,71 @@ fn features_the_front_end_cannot_carry_are_never_acked() {
     );
     fake.join();
 }
+
+/// What the fake needs to write into our ring: the shared memory and where the used ring is.
+#[derive(Default)]
+struct Seen {
+    memory: Option<(vireo_memory::SharedArea, u64)>,
+    used: Option<u64>,
+}
+
+#[test]
+fn a_nonsense_used_entry_is_the_queues_error() {
+    use std::sync::{Arc, Mutex};
+    use vireo_memory::mmap::MmapRegion;
+    use vireo_queue::driver::{DeviceViolation, DriverQueueError};
+    use vireo_vhost_user::message::{MemoryTable, VringAddr};
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let s = Arc::clone(&seen);
+    let (fe, fake) = start(T, move |m| {
+        let mut s = s.lock().unwrap();
+        if is(m, Request::SET_MEM_TABLE) {
+            let r = MemoryTable::parse(&m.payload).unwrap().regions[0];
+            let map = MmapRegion::map(&m.fds[0], r.mmap_offset, r.size).unwrap();
+            s.memory = Some((map.into_area().unwrap(), r.user_addr));
+        } else if is(m, Request::SET_VRING_ADDR) {
+            s.used = Some(VringAddr::parse(&m.payload).unwrap().used);
+        }
+        Action::Default
+    });
+    let options = UserDeviceOptions {
+        queue_size: 8,
+        ..UserDeviceOptions::default()
+    };
+    let mut dev = UserDevice::<u32>::start(fe, &options).unwrap();
+    let buf = dev.pool_mut().alloc(64, 8).unwrap();
+    let q = dev.queue_mut(0).unwrap();
+    q.add(&[], &[buf.whole().unwrap()], 1).unwrap();
+    q.notify().unwrap();
+    {
+        // The "device" uses descriptor 5, which was never made available (virtio 1.2 §2.7.8:
+        // the id is the head of a chain the driver made available).
+        let s = seen.lock().unwrap();
+        let (area, user_base) = s.memory.as_ref().unwrap();
+        let used = (s.used.unwrap() - user_base) as usize;
+        let ring = area.slice().subslice(used, 4 + 8 * 8).unwrap();
+        use std::sync::atomic::Ordering::{Relaxed, Release};
+        ring.store_u32(4, 5, Relaxed).unwrap();
+        ring.store_u32(8, 64, Relaxed).unwrap();
+        ring.store_u16(2, 1, Release).unwrap();
+    }
+    let err = q.pop_used().unwrap_err();
+    assert_eq!(
+        err,
+        FrontendError::Queue {
+            index: 0,
+            error: DriverQueueError::Device(DeviceViolation::UsedIdNotInFlight { id: 5 })
+        }
+    );
+    // Latched: the queue stays broken.
+    assert!(matches!(
+        q.pop_used(),
+        Err(FrontendError::Queue {
+            error: DriverQueueError::Broken(_),
+            ..
+        })
+    ));
+    drop(dev);
+    fake.join();
+}
