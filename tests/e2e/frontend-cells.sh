@@ -49,6 +49,7 @@ for q in 1 4; do
   cell "qsd-null-${q}q-randread" "$QSD_NULL" "$q" pass "--rw randread --bs 4k --qd 16 --expect-zeroes"
 done
 cell "qsd-file-1q-poll" "$QSD_FILE" 1 pass "--rw randread --bs 4k --qd 4 --poll"
+cell "qsd-file-1q-sg-64k" "$QSD_FILE" 1 pass "--rw randwrite --bs 64k --seg-size 4k --qd 8"
 # libvhost-user has no packed ring: asking for it must fail clearly, not fall back to split.
 cell "qsd-file-1q-packed-refused" "$QSD_FILE" 1 "refuse:does not offer VIRTIO_F_RING_PACKED" "--rw randread --packed"
 if [ -x "$VIREO_BIN" ] && "$VIREO_BIN" blk --help >/dev/null 2>&1; then
@@ -59,6 +60,7 @@ if [ -x "$VIREO_BIN" ] && "$VIREO_BIN" blk --help >/dev/null 2>&1; then
       cell "vireo-file-$ring-${q}q-randread" "$VIREO_FILE" "$q" pass "--rw randread --bs 4k --qd 16 $flag"
     done
     cell "vireo-file-$ring-1q-write-128k" "$VIREO_FILE" 1 pass "--rw write --bs 128k --qd 4 $flag"
+    cell "vireo-file-$ring-1q-sg-64k" "$VIREO_FILE" 1 pass "--rw randread --bs 64k --seg-size 4k --qd 8 $flag"
   done
   VIREO_CELLS=1
 else

@@ -94,6 +94,10 @@ pub struct BlkBenchArgs {
     /// Seed of the random offsets.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Bytes per data segment: each request's buffer is split into segments of this size
+    /// (default: one segment, or the device's size_max if smaller).
+    #[arg(long, value_parser = parse_size)]
+    seg_size: Option<u64>,
     /// Seconds without any completion after which the backend counts as hung.
     #[arg(long, default_value_t = 10)]
     stall_seconds: u64,
@@ -181,7 +185,7 @@ pub fn run(args: &BlkBenchArgs) -> anyhow::Result<()> {
         without: Features::empty(),
     };
     let qd = usize::from(args.qd);
-    let slot_options = SlotOptions {
+    let mut slot_options = SlotOptions {
         slots: args.qd,
         max_ranges: 1,
         max_data_segments: 1,
@@ -236,6 +240,20 @@ pub fn run(args: &BlkBenchArgs) -> anyhow::Result<()> {
             args.queue_size
         );
     }
+    // The scatter list: segments of --seg-size, at most size_max, at most seg_max of them.
+    let mut seg_size = args.seg_size.unwrap_or(bs).min(bs);
+    if let Some(size_max) = info.size_max {
+        seg_size = seg_size.min(u64::from(size_max));
+    }
+    if seg_size == 0 {
+        bail!("--seg-size must be positive");
+    }
+    let segments = bs.div_ceil(seg_size);
+    let seg_max = info.seg_max.map_or(u64::from(u16::MAX), u64::from);
+    if segments > seg_max.min(u64::from(u16::MAX)) {
+        bail!("--bs {bs} in segments of {seg_size} bytes is {segments} segments; the device takes {seg_max}");
+    }
+    slot_options.max_data_segments = u16::try_from(segments)?;
     let capacity = info.capacity_bytes();
     let region = args.size.unwrap_or(capacity.min(1 << 30)).min(capacity);
     let region_blocks = region / bs;
@@ -249,6 +267,7 @@ pub fn run(args: &BlkBenchArgs) -> anyhow::Result<()> {
     let plan = Plan {
         workload,
         bs: usize::try_from(bs)?,
+        seg_size: usize::try_from(seg_size)?,
         qd: args.qd,
         duration: Duration::from_secs_f64(args.seconds),
         region_blocks,

@@ -66,6 +66,8 @@ pub struct Plan {
     pub workload: Workload,
     /// Bytes per request (a multiple of 512).
     pub bs: usize,
+    /// Bytes per data segment (the buffer is split into segments of this size).
+    pub seg_size: usize,
     /// Requests in flight per queue.
     pub qd: u16,
     pub duration: Duration,
@@ -152,7 +154,8 @@ struct State<'b> {
     index: u16,
     plan: Plan,
     bufs: &'b [GuestBuffer],
-    segs: Vec<BufferSegment>,
+    /// Each slot's scatter list over its buffer.
+    segs: Vec<Vec<BufferSegment>>,
     slots: Vec<Option<InFlight>>,
     free: Vec<u16>,
     /// Per local block: generation last written (0: never written this run).
@@ -226,7 +229,14 @@ impl<'b> State<'b> {
         let blocks_len = usize::try_from(blocks).map_err(|_| "region too large")?;
         let mut segs = Vec::with_capacity(bufs.len());
         for b in bufs {
-            segs.push(b.whole().map_err(|e| e.to_string())?);
+            let mut list = Vec::new();
+            let mut at = 0;
+            while at < b.len() {
+                let len = plan.seg_size.min(b.len() - at);
+                list.push(b.segment(at, len).map_err(|e| e.to_string())?);
+                at += len;
+            }
+            segs.push(list);
         }
         let mut st = State {
             index,
@@ -465,13 +475,13 @@ fn pump(
             };
             let generation = st.prepare(slot, op, block)?;
             let sector = st.offset(block) >> sector_shift;
-            let seg = [*st
+            let segs = st
                 .segs
                 .get(usize::from(slot))
-                .ok_or("no segment for slot")?];
+                .ok_or("no segments for slot")?;
             let r = match op {
-                Op::Read => queue.submit_read(slot, sector, &seg),
-                Op::Write => queue.submit_write(slot, sector, &seg),
+                Op::Read => queue.submit_read(slot, sector, segs),
+                Op::Write => queue.submit_write(slot, sector, segs),
             };
             r.map_err(|e| e.to_string())?;
             st.free.pop();
