@@ -37,8 +37,9 @@ QSD_NULL="qemu-storage-daemon --blockdev driver=null-co,node-name=disk,size=$((I
 QSD_NULL="$QSD_NULL --export type=vhost-user-blk,id=exp0,node-name=disk,addr.type=unix,addr.path={sock},writable=on,num-queues={queues}"
 VIREO_FILE="$VIREO_BIN blk --socket {sock} --image {img} --queues {queues}"
 
-# The cells: NAME|BACKEND|QUEUES|EXPECT|BENCH ARGS (EXPECT: pass = verified run; refuse = the bench
-# must exit non-zero with a message matching the pattern after "refuse:").
+# The cells: NAME|BACKEND|QUEUES|EXPECT|ARGS. EXPECT: pass = a verified bench run with ARGS;
+# refuse:PATTERN = the bench must exit non-zero with an error matching PATTERN; requests = the driver
+# test crates/blk/tests/driver_peer.rs (every request type, the image checked directly), ARGS = ring.
 CELLS=()
 cell() { CELLS+=("$1|$2|$3|$4|$5"); }
 for q in 1 4; do
@@ -48,6 +49,7 @@ for q in 1 4; do
   cell "qsd-null-${q}q-randwrite" "$QSD_NULL" "$q" pass "--rw randwrite --bs 4k --qd 16 --expect-zeroes"
   cell "qsd-null-${q}q-randread" "$QSD_NULL" "$q" pass "--rw randread --bs 4k --qd 16 --expect-zeroes"
 done
+cell "qsd-file-requests" "$QSD_FILE" 1 requests split
 cell "qsd-file-1q-poll" "$QSD_FILE" 1 pass "--rw randread --bs 4k --qd 4 --poll"
 cell "qsd-file-1q-sg-64k" "$QSD_FILE" 1 pass "--rw randwrite --bs 64k --seg-size 4k --qd 8"
 # libvhost-user has no packed ring: asking for it must fail clearly, not fall back to split.
@@ -55,6 +57,7 @@ cell "qsd-file-1q-packed-refused" "$QSD_FILE" 1 "refuse:does not offer VIRTIO_F_
 if [ -x "$VIREO_BIN" ] && "$VIREO_BIN" blk --help >/dev/null 2>&1; then
   for ring in split packed; do
     flag=""; [ "$ring" = packed ] && flag="--packed"
+    cell "vireo-file-$ring-requests" "$VIREO_FILE" 1 requests "$ring"
     for q in 1 4; do
       cell "vireo-file-$ring-${q}q-randwrite" "$VIREO_FILE" "$q" pass "--rw randwrite --bs 4k --qd 16 $flag"
       cell "vireo-file-$ring-${q}q-randread" "$VIREO_FILE" "$q" pass "--rw randread --bs 4k --qd 16 $flag"
@@ -93,9 +96,29 @@ fi
 # json_field JSON KEY: the raw value of "KEY" in a one-line JSON object.
 json_field() { sed -n "s/.*\"$2\":\(\"[^\"]*\"\|[^,}]*\).*/\1/p" <<<"$1"; }
 
+# requests_cell NAME BACKEND RING: the driver's every-request-type test against BACKEND.
+requests_cell() {
+  local name=$1 backend=$2 ring=$3 dir=$E2E_LOGS/frontend-$1 cmd
+  rm -rf "$dir"; mkdir -p "$dir"
+  cmd=${backend//\{queues\}/1}
+  (cd "$E2E_ROOT" && VIREO_PEER_CMD=$cmd VIREO_PEER_RING=$ring RUST_BACKTRACE=0 \
+    timeout -k 5 300 cargo test -q -p vireo-blk --test driver_peer -- --ignored) >"$dir/test.log" 2>&1
+  if grep -q "test result: ok. 1 passed" "$dir/test.log"; then
+    echo "PASS $name read, write, get-id and every optional request the device offers; image checked"
+    return 0
+  fi
+  echo "FAIL $name $(grep -m1 -E "panicked|error" "$dir/test.log")"
+  e2e_tail "$dir/test.log"
+  return 1
+}
+
 # run_cell NAME BACKEND QUEUES EXPECT ARGS: one cell; prints PASS|FAIL; returns 0 on PASS.
 run_cell() {
   local name=$1 backend=$2 queues=$3 expect=$4 args=$5
+  if [ "$expect" = requests ]; then
+    requests_cell "$name" "$backend" "$args"
+    return
+  fi
   local dir=$E2E_LOGS/frontend-$name sock img cmd pid out err rc line reason=""
   rm -rf "$dir"; mkdir -p "$dir"
   img=$dir/disk.img
