@@ -42,8 +42,9 @@ pub struct BlkArgs {
     /// Number of request queues (VIRTIO_BLK_F_MQ above 1).
     #[arg(long, default_value_t = 1)]
     queues: u16,
-    /// Largest queue size accepted (a power of two, 4 to 32768).
-    #[arg(long, default_value_t = 256)]
+    /// Largest queue size accepted (a power of two, 4 to 32768; the front-end cannot learn it,
+    /// so keep it at least QEMU's 1024).
+    #[arg(long, default_value_t = 1024)]
     queue_size: u16,
     /// The serial the guest reads (VIRTIO_BLK_T_GET_ID), up to 20 bytes.
     #[arg(long)]

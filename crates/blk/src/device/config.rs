@@ -67,16 +67,11 @@ pub(crate) fn features(storage: &dyn Storage, options: &BlkOptions) -> u64 {
         blk |= BlkFeatures::DISCARD | BlkFeatures::WRITE_ZEROES;
     }
     let mut common = Features::VERSION_1 | Features::INDIRECT_DESC | Features::EVENT_IDX;
-    if options.rings == RingFormats::SplitAndPacked && packed_supported() {
+    // `DeviceQueue` runs both formats (virtio 1.2 §2.7, §2.8).
+    if options.rings == RingFormats::SplitAndPacked {
         common |= Features::RING_PACKED;
     }
     blk.bits() | common.bits()
-}
-
-/// Whether Vireo's device queue runs packed rings (virtio 1.2 §2.8): true once
-/// `vireo_queue::device::DeviceQueue` has its packed variant.
-fn packed_supported() -> bool {
-    false
 }
 
 /// The initial configuration space.

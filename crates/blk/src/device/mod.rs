@@ -64,8 +64,7 @@ impl std::error::Error for BlkDeviceError {}
 pub enum RingFormats {
     /// Split rings only.
     SplitOnly,
-    /// Split, and packed rings (`VIRTIO_F_RING_PACKED`) when Vireo's device queue supports
-    /// them.
+    /// Split and packed rings (`VIRTIO_F_RING_PACKED`).
     #[default]
     SplitAndPacked,
 }
@@ -85,7 +84,9 @@ pub enum CachePolicy {
 pub struct BlkOptions {
     /// Number of request queues (`num_queues`; `VIRTIO_BLK_F_MQ` is offered when above 1).
     pub num_queues: u16,
-    /// Largest queue size accepted (a power of two, 4..=32768).
+    /// Largest queue size accepted (a power of two, 4..=32768). vhost-user has no message for
+    /// it, so the front-end cannot learn it: QEMU on virtio-mmio lets the guest pick 1024 (its
+    /// own maximum), hence the default.
     pub max_queue_size: u16,
     /// Most data segments in one request (`seg_max`); clamped to 1..=1024 and to what a
     /// ring of `max_queue_size` without indirect descriptors can carry.
@@ -107,7 +108,7 @@ impl Default for BlkOptions {
     fn default() -> Self {
         BlkOptions {
             num_queues: 1,
-            max_queue_size: 256,
+            max_queue_size: 1024,
             seg_max: 128,
             size_max: 1 << 16,
             cache: CachePolicy::WriteBack,
