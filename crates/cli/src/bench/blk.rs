@@ -8,6 +8,7 @@
 
 mod hist;
 mod pattern;
+mod state;
 mod worker;
 
 use std::path::PathBuf;
