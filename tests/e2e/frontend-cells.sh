@@ -52,6 +52,8 @@ done
 cell "qsd-file-requests" "$QSD_FILE" 1 requests split
 cell "qsd-file-1q-poll" "$QSD_FILE" 1 pass "--rw randread --bs 4k --qd 4 --poll"
 cell "qsd-file-1q-sg-64k" "$QSD_FILE" 1 pass "--rw randwrite --bs 64k --seg-size 4k --qd 8"
+# Negative control: null-co drops writes, so reads of the written pattern must fail verification.
+cell "qsd-null-1q-verify-catches-lost-writes" "$QSD_NULL" 1 "refuse:is not generation" "--rw randread --bs 4k --qd 4"
 # libvhost-user has no packed ring: asking for it must fail clearly, not fall back to split.
 cell "qsd-file-1q-packed-refused" "$QSD_FILE" 1 "refuse:does not offer VIRTIO_F_RING_PACKED" "--rw randread --packed"
 if [ -x "$VIREO_BIN" ] && "$VIREO_BIN" blk --help >/dev/null 2>&1; then
