@@ -5,13 +5,24 @@
 # ringtest is built at benchmark time from Debian's linux-source package into a cache folder
 # (nothing of it is kept in this repository).
 #
-# Usage: scripts/bench/ring-vs-ringtest.sh [rounds=3] [buffers=2000000]
+# Like for like: ringtest's defaults are a ring of 256, unlimited outstanding buffers (so the ring
+# size), one descriptor per buffer with no data, EVENT_IDX-style suppression, and a loop that adds
+# one buffer (publishing it) and reaps one per iteration, while the host publishes each used
+# buffer. Vireo runs the same shape: `--payload none --queue-size 256 --outstanding 256 --batch 1
+# --event-idx` (tokens and used lengths are still verified on Vireo's side). Both processes are
+# pinned the same way (`taskset -c $VIREO_BENCH_CPUS`, default 0-1; the scheduler places the two
+# threads), both are timed the same way (wall time of the whole process / buffers), and the run
+# order inside a round alternates so neither side always goes first.
+#
+# Usage: scripts/bench/ring-vs-ringtest.sh [rounds=5] [buffers=2000000]
 # Prints one line per pair and round, then the median ratio per pair (vireo ns / ringtest ns:
-# below 1.0 means Vireo is faster). Pairs: split vs virtio_ring_0_9, split --in-order vs
-# virtio_ring_inorder, packed vs ring (ringtest's packed-like layout; needs --format packed).
+# below 1.0 means Vireo is faster). Pairs, polling: split vs virtio_ring_0_9, split --in-order vs
+# virtio_ring_inorder, packed vs ring (ringtest's packed-like layout); and the same three with an
+# eventfd pair (`--notify eventfd` vs ringtest `--sleep`, a quarter of the buffers).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROUNDS=${1:-3}; BUFFERS=${2:-2000000}
+ROUNDS=${1:-5}; BUFFERS=${2:-2000000}
+CPUS=${VIREO_BENCH_CPUS:-0-1}
 CACHE=${VIREO_BENCH_CACHE:-/var/cache/vireo-bench}
 RT=$CACHE/ringtest
 mkdir -p "$CACHE"
@@ -36,32 +47,51 @@ build_ringtest() {
 build_ringtest
 cargo build --release -q -p vireo
 VIREO=target/release/vireo
+OUT=$(mktemp); trap 'rm -f "$OUT"' EXIT
 
-# ns per buffer of one ringtest run (wall time / buffers).
-ringtest_ns() {
-  local t0 t1
-  t0=$(date +%s%N); "$RT/$1" --run-cycles "$BUFFERS" >/dev/null; t1=$(date +%s%N)
-  echo $(( (t1 - t0) / BUFFERS ))
+# ns per buffer of one run: wall time of the pinned process / buffers.
+wall_ns() {
+  local n=$1 t0 t1; shift
+  t0=$(date +%s%N); taskset -c "$CPUS" "$@" >"$OUT" 2>/dev/null; t1=$(date +%s%N)
+  echo $(( (t1 - t0) / n ))
 }
+ringtest_ns() { local n=$1 peer=$2; shift 2; wall_ns "$n" "$RT/$peer" --run-cycles "$n" "$@"; }
 vireo_ns() {
-  "$VIREO" bench ring --buffers "$BUFFERS" --json "$@" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["verified"]; print(round(r["ns_per_buffer"]))'
+  local n=$1 ns; shift
+  ns=$(wall_ns "$n" "$VIREO" bench ring --buffers "$n" --json --payload none --queue-size 256 \
+       --outstanding 256 --batch 1 --event-idx "$@")
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["verified"]' "$OUT" || return 1
+  echo "$ns"
 }
 
 declare -A RATIOS
-pairs=("split|virtio_ring_0_9|--format split"
-       "split-in-order|virtio_ring_inorder|--format split --in-order"
-       "packed|ring|--format packed")
+Q=$((BUFFERS / 4))
+# name|buffers|ringtest binary and flags|vireo flags
+pairs=("split-poll|$BUFFERS|virtio_ring_0_9|--format split"
+       "split-in-order-poll|$BUFFERS|virtio_ring_inorder|--format split --in-order"
+       "packed-poll|$BUFFERS|ring|--format packed"
+       "split-eventfd|$Q|virtio_ring_0_9 --sleep|--format split --notify eventfd"
+       "split-in-order-eventfd|$Q|virtio_ring_inorder --sleep|--format split --in-order --notify eventfd"
+       "packed-eventfd|$Q|ring --sleep|--format packed --notify eventfd")
 for round in $(seq "$ROUNDS"); do
   for p in "${pairs[@]}"; do
-    IFS='|' read -r name peer args <<<"$p"
+    IFS='|' read -r name n peer args <<<"$p"
     # shellcheck disable=SC2086
-    if ! v=$(vireo_ns $args 2>/dev/null); then echo "round $round $name: vireo run failed (format not available?)"; continue; fi
-    r=$(ringtest_ns "$peer")
+    if (( round % 2 )); then
+      v=$(vireo_ns "$n" $args) || { echo "round $round $name: vireo run failed"; continue; }
+      r=$(ringtest_ns "$n" $peer)
+    else
+      r=$(ringtest_ns "$n" $peer)
+      v=$(vireo_ns "$n" $args) || { echo "round $round $name: vireo run failed"; continue; }
+    fi
     ratio=$(python3 -c "print(f'{$v/$r:.3f}')")
-    echo "round $round $name: vireo ${v} ns/buffer, ringtest/$peer ${r} ns/buffer, ratio $ratio"
+    echo "round $round $name: vireo ${v} ns/buffer, ringtest/${peer%% *} ${r} ns/buffer, ratio $ratio"
     RATIOS[$name]="${RATIOS[$name]:-} $ratio"
   done
 done
-for name in "${!RATIOS[@]}"; do
-  python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[2:]]; print(f'{sys.argv[1]}: median ratio vireo/ringtest = {statistics.median(v):.3f} over {len(v)} rounds')" "$name" ${RATIOS[$name]}
+for p in "${pairs[@]}"; do
+  name=${p%%|*}
+  [ -n "${RATIOS[$name]:-}" ] || continue
+  # shellcheck disable=SC2086
+  python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[2:]]; print(f'{sys.argv[1]}: median ratio vireo/ringtest = {statistics.median(v):.3f} over {len(v)} rounds (min {min(v):.3f}, max {max(v):.3f})')" "$name" ${RATIOS[$name]}
 done

@@ -9,6 +9,8 @@ use core::cell::Cell;
 
 use vireo_memory::{GuestMemory, SharedArea, SharedSlice};
 use vireo_spec::packed::{desc, event, MAX_QUEUE_SIZE};
+
+const _: () = assert!(desc::ID == desc::LEN + 4 && desc::FLAGS == desc::LEN + 6);
 use vireo_spec::Features;
 
 use super::in_order::{Batch, Capacities, Run};
@@ -279,12 +281,16 @@ impl PackedDeviceQueue {
             }
             // Field loads: ordered after the CONSUME load of the head's flags (the driver
             // writes the whole list before it, §2.8.21.1).
+            // `len` and `id` are read with one 8-byte load of the descriptor's second half
+            // (little-endian `len`, `id`, `flags`, §2.8.13; the flags were read above).
             let off = pos.byte_offset();
+            let rest = ring
+                .load_u64(off + desc::LEN, ordering::FIELD)
+                .map_err(&err)?;
             let d = HeldDesc::new(
                 ring.load_u64(off + desc::ADDR, ordering::FIELD)
                     .map_err(&err)?,
-                ring.load_u32(off + desc::LEN, ordering::FIELD)
-                    .map_err(&err)?,
+                rest as u32,
                 flags,
             );
             let Some(at) = self.held.push(prev, d) else {
@@ -297,9 +303,7 @@ impl PackedDeviceQueue {
             first.get_or_insert(at);
             prev = Some(at);
             if flags & desc::F_NEXT == 0 {
-                break ring
-                    .load_u16(off + desc::ID, ordering::FIELD)
-                    .map_err(&err)?;
+                break (rest >> 32) as u16;
             }
             pos = pos.advance(1, self.size);
             flags = ring
@@ -365,7 +369,12 @@ impl PackedDeviceQueue {
             WalkLinks {
                 broken: &self.broken,
                 pending,
-                capacity: self.capacities.cell(chain.id),
+                // Only IN_ORDER batching needs the capacity (see `in_order.rs`).
+                capacity: if self.in_order {
+                    self.capacities.cell(chain.id)
+                } else {
+                    None
+                },
             },
         ))
     }

@@ -326,7 +326,12 @@ impl SplitDeviceQueue {
             WalkLinks {
                 broken: &self.broken,
                 pending,
-                capacity: self.capacities.cell(chain.id),
+                // Only IN_ORDER batching needs the capacity (see `in_order.rs`).
+                capacity: if self.in_order {
+                    self.capacities.cell(chain.id)
+                } else {
+                    None
+                },
             },
         ))
     }

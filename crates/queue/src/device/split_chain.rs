@@ -129,19 +129,20 @@ impl<'q, 'm, M: GuestMemory> SplitChain<'q, 'm, M> {
             source,
         };
         // Field loads: ordered after the CONSUME load of avail.idx that published the chain.
+        // Two 8-byte loads instead of four: `len`, `flags` and `next` are the little-endian
+        // second half of the descriptor (virtio 1.2 §2.7.5), read once each.
+        const _: () = assert!(desc::FLAGS == desc::LEN + 4 && desc::NEXT == desc::LEN + 6);
+        let addr = table
+            .load_u64(off + desc::ADDR, ordering::FIELD)
+            .map_err(mem_err)?;
+        let rest = table
+            .load_u64(off + desc::LEN, ordering::FIELD)
+            .map_err(mem_err)?;
         Ok(Desc {
-            addr: table
-                .load_u64(off + desc::ADDR, ordering::FIELD)
-                .map_err(mem_err)?,
-            len: table
-                .load_u32(off + desc::LEN, ordering::FIELD)
-                .map_err(mem_err)?,
-            flags: table
-                .load_u16(off + desc::FLAGS, ordering::FIELD)
-                .map_err(mem_err)?,
-            next: table
-                .load_u16(off + desc::NEXT, ordering::FIELD)
-                .map_err(mem_err)?,
+            addr,
+            len: rest as u32,
+            flags: (rest >> 32) as u16,
+            next: (rest >> 48) as u16,
         })
     }
 

@@ -1,9 +1,12 @@
 //! Buffers in the order they were added, and IN_ORDER batches (virtio 1.2 §2.7.9 for the split
 //! format, §2.8.8 for the packed one, both "In-order use of descriptors").
 //!
-//! Each buffer gets a free-running sequence number when it is added; `ids[seq % size]` is its
-//! id (split: head descriptor; packed: buffer id). At most `size` buffers are in flight, so
-//! the entries of those in flight are never overwritten.
+//! Each buffer gets a free-running sequence number when it is added; `ids[seq & mask]` is its
+//! id (split: head descriptor; packed: buffer id), with `mask + 1` the queue size rounded up to
+//! a power of two. A power of two divides 2^16, so slots stay consistent when the 16-bit
+//! sequence number wraps (with `seq % size` and a packed size like 3, numbers 65535 and 0 would
+//! share a slot), and masking costs no division on the hot path. At most `size` buffers are in
+//! flight, so the entries of those in flight are never overwritten.
 //!
 //! With IN_ORDER the device uses buffers in the order they were made available and may report
 //! a whole batch with one used entry naming its last buffer. The driver then returns every
@@ -45,23 +48,29 @@ struct Batch {
 #[derive(Debug)]
 pub(super) struct AddOrder {
     ids: Vec<u16>,
+    /// `ids.len() - 1` (`ids.len()` is a power of two).
+    mask: u16,
     batch: Option<Batch>,
 }
 
 impl AddOrder {
-    /// Room for `size` buffers (allocates: construction only).
+    /// Room for `size` buffers, rounded up to a power of two (allocates: construction only).
     pub fn new(size: u16) -> Self {
+        let len = u32::from(size).next_power_of_two();
         AddOrder {
-            ids: alloc::vec![0; usize::from(size)],
+            ids: alloc::vec![0; len as usize],
+            mask: (len - 1) as u16,
             batch: None,
         }
     }
 
+    #[inline]
     fn slot(&self, seq: u16) -> usize {
-        usize::from(seq) % self.ids.len().max(1)
+        usize::from(seq & self.mask)
     }
 
     /// Records that buffer `id` got sequence number `seq`.
+    #[inline]
     pub fn record(&mut self, seq: u16, id: u16) {
         let slot = self.slot(seq);
         if let Some(i) = self.ids.get_mut(slot) {
@@ -70,6 +79,7 @@ impl AddOrder {
     }
 
     /// The id of the buffer with sequence number `seq`.
+    #[inline]
     pub fn id(&self, seq: u16) -> u16 {
         self.ids.get(self.slot(seq)).copied().unwrap_or(0)
     }
@@ -133,5 +143,21 @@ mod tests {
         assert_eq!(o.next_in_batch(1), None, "the batch ended");
         o.begin_batch(1, 1, 5);
         assert_eq!(o.next_in_batch(1), None, "one buffer is no batch");
+    }
+
+    #[test]
+    fn sequence_numbers_keep_their_slots_across_the_wrap_for_any_size() {
+        // A packed ring may have any size (virtio 1.2 §2.8): 3 buffers in flight across the
+        // 16-bit wrap must keep three distinct entries.
+        for size in [1u16, 3, 5, 255, 256, 32768] {
+            let mut o = AddOrder::new(size);
+            let seqs: Vec<u16> = (0..size.min(3)).map(|i| 65535u16.wrapping_add(i)).collect();
+            for (id, &seq) in (100u16..).zip(&seqs) {
+                o.record(seq, id);
+            }
+            for (id, &seq) in (100u16..).zip(&seqs) {
+                assert_eq!(o.id(seq), id, "size {size}, seq {seq}");
+            }
+        }
     }
 }

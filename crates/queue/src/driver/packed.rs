@@ -256,7 +256,6 @@ impl<T> PackedDriverQueue<T> {
             descs: needed,
             seq,
             writable: buffer::writable_bytes(writable),
-            published: false,
         });
         self.order.record(seq, id);
         self.add_seq = seq.wrapping_add(1);
@@ -315,6 +314,14 @@ impl<T> PackedDriverQueue<T> {
         ring.store_u32(offset + desc::LEN, table_len, FIELD)?;
         ring.store_u16(offset + desc::ID, id, FIELD)?;
         Ok(desc::F_INDIRECT | self.next_avail.wrap.avail_flags())
+    }
+
+    /// True if the buffer with sequence number `seq` has been published: the unpublished ones
+    /// are exactly those numbered `published_seq..add_seq` (at most `size` <= 2^15 buffers are
+    /// in flight, so the 16-bit window cannot be ambiguous).
+    #[inline]
+    fn is_published(&self, seq: u16) -> bool {
+        seq.wrapping_sub(self.published_seq) >= self.add_seq.wrapping_sub(self.published_seq)
     }
 
     /// Byte offset of ring descriptor `offset`.

@@ -32,8 +32,6 @@ pub(super) struct InFlight<T> {
     pub seq: u16,
     /// Device-writable bytes in the buffer.
     pub writable: u64,
-    /// The head has been published in the available ring (the device may use the buffer).
-    pub published: bool,
 }
 
 /// Where freed entries go back into the free list.
@@ -149,13 +147,6 @@ impl<T> Shadow<T> {
             .and_then(Option::as_ref)
     }
 
-    /// Records that the buffer whose chain starts at `head` has been published.
-    pub fn mark_published(&mut self, head: u16) {
-        if let Some(Some(b)) = self.in_flight.get_mut(usize::from(head)) {
-            b.published = true;
-        }
-    }
-
     /// Removes the buffer whose chain starts at `head` and frees its descriptors.
     pub fn release(&mut self, head: u16) -> Option<InFlight<T>> {
         let buffer = self.in_flight.get_mut(usize::from(head))?.take()?;
@@ -201,7 +192,6 @@ mod tests {
             descs: count,
             seq: 0,
             writable: 0,
-            published: false,
         }
     }
 

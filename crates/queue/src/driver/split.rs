@@ -176,7 +176,8 @@ impl<T> SplitDriverQueue<T> {
         };
         let (head, tail) = written.map_err(|e| self.mem.fail(DeviceViolation::Memory(e)))?;
         let seq = self.avail_next;
-        let slot = seq % self.size;
+        // The size is a power of two (checked in `new`).
+        let slot = seq & (self.size - 1);
         let avail_slot = self.layout.driver_area + avail::RING + 2 * usize::from(slot);
         self.mem.store_u16(avail_slot, head, FIELD)?;
         self.order.record(seq, head);
@@ -187,7 +188,6 @@ impl<T> SplitDriverQueue<T> {
             descs: needed,
             seq,
             writable: buffer::writable_bytes(writable),
-            published: false,
         };
         self.shadow.take(buffer);
         self.avail_next = self.avail_next.wrapping_add(1);
@@ -236,6 +236,14 @@ impl<T> SplitDriverQueue<T> {
         let offset = self.layout.desc_table + desc::SIZE * usize::from(head);
         write_desc(&ring, offset, table_addr, table_len, desc::F_INDIRECT, 0)?;
         Ok((head, head))
+    }
+
+    /// True if the buffer with sequence number (available index) `seq` has been published:
+    /// the unpublished ones are exactly those numbered `avail_published..avail_next` (at most
+    /// `size` <= 2^15 buffers are in flight, so the 16-bit window cannot be ambiguous).
+    #[inline]
+    fn is_published(&self, seq: u16) -> bool {
+        seq.wrapping_sub(self.avail_published) >= self.avail_next.wrapping_sub(self.avail_published)
     }
 
     /// Offset of `avail_event` at the end of the used ring.

@@ -19,11 +19,6 @@ impl<T> PackedDriverQueue<T> {
         };
         self.mem
             .store_u16(self.flags_offset(head.offset), head.flags, PUBLISH)?;
-        let mut seq = self.published_seq;
-        while seq != self.add_seq {
-            self.shadow.mark_published(self.order.id(seq));
-            seq = seq.wrapping_add(1);
-        }
         self.published_seq = self.add_seq;
         self.published = self.next_avail;
         self.published_since_decision = self

@@ -53,7 +53,7 @@ impl<T> PackedDriverQueue<T> {
             return Err(self.mem.fail(v));
         }
         let (seq, writable) = match self.shadow.get(id) {
-            Some(b) if b.published => (b.seq, b.writable),
+            Some(b) if self.is_published(b.seq) => (b.seq, b.writable),
             _ => {
                 let v = DeviceViolation::UsedIdNotInFlight { id: id.into() };
                 return Err(self.mem.fail(v));

@@ -22,11 +22,6 @@ impl<T> SplitDriverQueue<T> {
             PUBLISH,
         )?;
         let new = self.avail_next.wrapping_sub(self.avail_published);
-        let mut pos = self.avail_published;
-        while pos != self.avail_next {
-            self.shadow.mark_published(self.order.id(pos));
-            pos = pos.wrapping_add(1);
-        }
         self.published_since_decision = self.published_since_decision.saturating_add(new.into());
         self.avail_published = self.avail_next;
         Ok(())

@@ -38,7 +38,8 @@ impl<T> SplitDriverQueue<T> {
                 return Ok(None);
             }
         }
-        let slot = usize::from(self.last_used % self.size);
+        // The size is a power of two (checked in `new`).
+        let slot = usize::from(self.last_used & (self.size - 1));
         let elem = self.layout.device_area + used_ring::RING + used_ring::ELEM_SIZE * slot;
         let id = self.mem.load_u32(elem, FIELD)?;
         let written = self.mem.load_u32(elem + 4, FIELD)?;
@@ -52,7 +53,7 @@ impl<T> SplitDriverQueue<T> {
             }
         };
         let (seq, writable) = match self.shadow.get(head) {
-            Some(b) if b.published => (b.seq, b.writable),
+            Some(b) if self.is_published(b.seq) => (b.seq, b.writable),
             _ => return Err(self.mem.fail(DeviceViolation::UsedIdNotInFlight { id })),
         };
         if u64::from(written) > writable {
