@@ -119,11 +119,17 @@ fn synchronous_and_io_uring_backends_agree() {
 
 #[test]
 fn several_queues_work_side_by_side() {
+    for format in formats() {
+        several_queues(format);
+    }
+}
+
+fn several_queues(format: RingFormat) {
     let (_f, disk) = image();
     let mut g = Guest::new(
         disk.clone() as Arc<dyn Storage>,
         options(4, IoBackend::Auto),
-        RingFormat::Split,
+        format,
     );
     // Requests on every queue at once, then each queue completes its own.
     let mut pending = Vec::new();
@@ -172,11 +178,17 @@ fn a_ring_violation_stops_only_its_queue() {
 
 #[test]
 fn drain_completes_every_request_in_flight() {
+    for format in formats() {
+        drain_in_flight(format);
+    }
+}
+
+fn drain_in_flight(format: RingFormat) {
     let (_f, disk) = image();
     let mut g = Guest::new(
         disk as Arc<dyn Storage>,
         options(1, IoBackend::Auto),
-        RingFormat::Split,
+        format,
     );
     let mut statuses = Vec::new();
     for i in 0..32u32 {
