@@ -267,6 +267,17 @@ impl VhostUserDevice for BlkDevice {
 
     fn set_features(&self, features: u64) {
         self.shared.acked.store(features, Ordering::Release);
+        let blk = BlkFeatures::from_bits_truncate(features);
+        if blk.contains(BlkFeatures::CONFIG_WCE) && !blk.contains(BlkFeatures::FLUSH) {
+            // A driver that can switch the cache but not flush it starts in writethrough
+            // (virtio 1.2 §5.2.5.2).
+            let mut config = self
+                .shared
+                .config
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            config.writeback = 0;
+        }
         tracing::debug!(
             features = format_args!("{features:#x}"),
             packed = features & Features::RING_PACKED.bits() != 0,
