@@ -25,6 +25,13 @@ fi
 stage "vm-memory adapter"
 cargo test -p vireo-memory --features vm-memory
 
+if [ "${VIREO_SKIP_E2E:-0}" != 1 ]; then
+  # Before the tests: some of them talk to qemu-storage-daemon, and every stage should meet the
+  # same peer versions (Debian 12's QEMU 7.2), whatever the machine had before.
+  stage "peers: QEMU, qemu-storage-daemon, busybox, e2fsprogs, a Debian kernel (idempotent)"
+  scripts/peers/setup.sh --quiet
+fi
+
 stage "tests"
 cargo test --workspace
 
