@@ -45,6 +45,7 @@ impl<M> fmt::Debug for ChainReader<'_, '_, M> {
 }
 
 impl<'q, 'm, M> From<SplitChain<'q, 'm, M>> for ChainReader<'q, 'm, M> {
+    #[inline]
     fn from(c: SplitChain<'q, 'm, M>) -> Self {
         ChainReader {
             inner: Inner::Split(c),
@@ -53,6 +54,7 @@ impl<'q, 'm, M> From<SplitChain<'q, 'm, M>> for ChainReader<'q, 'm, M> {
 }
 
 impl<'q, 'm, M> From<PackedChain<'q, 'm, M>> for ChainReader<'q, 'm, M> {
+    #[inline]
     fn from(c: PackedChain<'q, 'm, M>) -> Self {
         ChainReader {
             inner: Inner::Packed(c),

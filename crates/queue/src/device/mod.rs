@@ -257,12 +257,14 @@ impl DeviceQueue {
 
     /// Takes the next available chain, if any. See [`SplitDeviceQueue::pop`],
     /// [`PackedDeviceQueue::pop`].
+    #[inline]
     pub fn pop(&mut self) -> Result<Option<AvailChain>, DeviceQueueError> {
         each!(self, q => q.pop())
     }
 
     /// Walks a popped chain's segments. See [`SplitDeviceQueue::chain`],
     /// [`PackedDeviceQueue::chain`].
+    #[inline]
     pub fn chain<'q, 'm, M: GuestMemory>(
         &'q self,
         chain: &AvailChain,
@@ -273,35 +275,41 @@ impl DeviceQueue {
 
     /// Writes a used element without publishing it (with IN_ORDER, possibly as part of one
     /// element per batch). See [`SplitDeviceQueue::add_used`], [`PackedDeviceQueue::add_used`].
+    #[inline]
     pub fn add_used(&mut self, chain: &AvailChain, written: u32) -> Result<(), DeviceQueueError> {
         each!(self, q => q.add_used(chain, written))
     }
 
     /// Publishes every used element added since the last publish. See
     /// [`SplitDeviceQueue::publish_used`], [`PackedDeviceQueue::publish_used`].
+    #[inline]
     pub fn publish_used(&mut self) -> Result<(), DeviceQueueError> {
         each!(self, q => q.publish_used())
     }
 
     /// [`Self::add_used`] then [`Self::publish_used`].
+    #[inline]
     pub fn push_used(&mut self, chain: &AvailChain, written: u32) -> Result<(), DeviceQueueError> {
         each!(self, q => q.push_used(chain, written))
     }
 
     /// Whether the driver wants an interrupt for what was published since the last decision.
     /// See [`SplitDeviceQueue::needs_notification`], [`PackedDeviceQueue::needs_notification`].
+    #[inline]
     pub fn needs_notification(&mut self) -> Result<bool, DeviceQueueError> {
         each!(self, q => q.needs_notification())
     }
 
     /// Asks the driver not to kick. See [`SplitDeviceQueue::disable_kicks`],
     /// [`PackedDeviceQueue::disable_kicks`].
+    #[inline]
     pub fn disable_kicks(&mut self) -> Result<(), DeviceQueueError> {
         each!(self, q => q.disable_kicks())
     }
 
     /// Asks the driver to kick again; true if buffers are already available (poll again). See
     /// [`SplitDeviceQueue::enable_kicks`], [`PackedDeviceQueue::enable_kicks`].
+    #[inline]
     pub fn enable_kicks(&mut self) -> Result<bool, DeviceQueueError> {
         each!(self, q => q.enable_kicks())
     }
@@ -309,6 +317,7 @@ impl DeviceQueue {
     /// Checks VIRTIO_F_NOTIFICATION_DATA (virtio 1.2 §2.9) for this queue (`vqn`: its index, or
     /// its notification config data); returns how many entries it announces. See
     /// [`SplitDeviceQueue::apply_notification`], [`PackedDeviceQueue::apply_notification`].
+    #[inline]
     pub fn apply_notification(
         &mut self,
         vqn: u16,

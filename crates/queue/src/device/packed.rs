@@ -345,6 +345,7 @@ impl PackedDeviceQueue {
     /// entries, not nested). Readable segments come before writable ones (§2.8.17), 2^32 bytes
     /// in all. A violation latches the queue broken. A buffer not held by the device yields one
     /// error ([`DeviceQueueError::ChainNotInFlight`]).
+    #[inline]
     pub fn chain<'q, 'm, M: GuestMemory>(
         &'q self,
         chain: &AvailChain,

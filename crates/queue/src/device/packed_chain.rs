@@ -64,6 +64,7 @@ fn direction(flags: u16) -> Direction {
 impl<'q, 'm, M: GuestMemory> PackedChain<'q, 'm, M> {
     /// A walk of the held chain starting at entry `first`. `pending`, if given, is yielded
     /// first and ends the walk.
+    #[inline]
     pub(crate) fn new(
         mem: &'m M,
         held: &'q HeldStore,

@@ -300,6 +300,7 @@ impl SplitDeviceQueue {
     /// (§2.7.5.3.1); readable segments before writable ones (§2.7.4.2); 2^32 bytes in all
     /// (§2.7.5.2). A violation latches the queue broken. A chain not held by the device yields
     /// one error ([`DeviceQueueError::ChainNotInFlight`]).
+    #[inline]
     pub fn chain<'q, 'm, M: GuestMemory>(
         &'q self,
         chain: &AvailChain,

@@ -74,6 +74,7 @@ impl<M> fmt::Debug for SplitChain<'_, '_, M> {
 impl<'q, 'm, M: GuestMemory> SplitChain<'q, 'm, M> {
     /// A walk starting at descriptor `head` of `table` (`size` entries). `pending`, if given, is
     /// yielded first and ends the walk.
+    #[inline]
     pub(crate) fn new(
         mem: &'m M,
         table: SharedSlice<'q>,

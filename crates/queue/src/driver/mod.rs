@@ -164,6 +164,7 @@ impl<T> DriverQueue<T> {
     /// Adds a buffer: `readable` segments (the device reads them), then `writable` ones (the
     /// device writes them). Not visible to the device until [`Self::publish`] or
     /// [`Self::kick_prepare`].
+    #[inline]
     pub fn add(
         &mut self,
         readable: &[BufferSegment],
@@ -174,28 +175,33 @@ impl<T> DriverQueue<T> {
     }
 
     /// Makes every buffer added so far visible to the device.
+    #[inline]
     pub fn publish(&mut self) -> Result<(), DriverQueueError> {
         each!(self, q => q.publish())
     }
 
     /// Publishes, then answers whether the device wants a notification for the buffers
     /// published since the last answer.
+    #[inline]
     pub fn kick_prepare(&mut self) -> Result<bool, DriverQueueError> {
         each!(self, q => q.kick_prepare())
     }
 
     /// The next used buffer, `Ok(None)` if there is none yet.
+    #[inline]
     pub fn pop_used(&mut self) -> Result<Option<UsedBuffer<T>>, DriverQueueError> {
         each!(self, q => q.pop_used())
     }
 
     /// Asks the device not to notify about used buffers (a hint the device may ignore).
+    #[inline]
     pub fn disable_used_notifications(&mut self) -> Result<(), DriverQueueError> {
         each!(self, q => q.disable_used_notifications())
     }
 
     /// Asks the device to notify about used buffers again; `true` means used buffers are
     /// already waiting (no notification will come for them: poll again).
+    #[inline]
     pub fn enable_used_notifications(&mut self) -> Result<bool, DriverQueueError> {
         each!(self, q => q.enable_used_notifications())
     }
