@@ -323,6 +323,21 @@ pub enum DeviceQueueError {
         /// This queue's.
         expected: u16,
     },
+    /// More chains to re-deliver than the queue has descriptors (QEMU
+    /// `docs/interop/vhost-user.rst`, "Inflight I/O tracking").
+    ResumeTooMany {
+        /// How many were given.
+        count: usize,
+        /// Queue size.
+        size: u16,
+    },
+    /// A chain to re-deliver is named twice.
+    ResumeHeadRepeated {
+        /// The chain's head.
+        head: u16,
+    },
+    /// Chains can be re-delivered, and journaled, on split rings only.
+    ResumeUnsupported,
 }
 
 impl DeviceQueueError {
@@ -403,6 +418,18 @@ impl fmt::Display for DeviceQueueError {
                 f,
                 "notification data names queue {vqn}, not this queue ({expected}) (virtio 1.2 \
                  §2.9)"
+            ),
+            DeviceQueueError::ResumeTooMany { count, size } => write!(
+                f,
+                "more chains to re-deliver ({count}) than the queue has descriptors ({size}) \
+                 (vhost-user.rst, \"Inflight I/O tracking\")"
+            ),
+            DeviceQueueError::ResumeHeadRepeated { head } => {
+                write!(f, "a chain to re-deliver is named twice: head {head}")
+            }
+            DeviceQueueError::ResumeUnsupported => write!(
+                f,
+                "chains can be re-delivered, and journaled, on split rings only"
             ),
         }
     }

@@ -66,6 +66,7 @@ mod packed_chain;
 mod packed_held;
 mod packed_notify;
 mod packed_pos;
+mod resume;
 mod segment;
 mod split;
 mod split_chain;
@@ -73,6 +74,7 @@ mod split_chain;
 pub use chain::{ChainReader, ChainTotals};
 pub use error::{DeviceQueueError, RingArea, Violation};
 pub use packed::PackedDeviceQueue;
+pub use resume::InflightJournal;
 pub use split::SplitDeviceQueue;
 
 use vireo_memory::{GuestMemory, SharedSlice};
@@ -350,5 +352,31 @@ impl DeviceQueue {
     /// The rule the driver broke, once the queue is broken.
     pub fn broken_by(&self) -> Option<Violation> {
         each!(self, q => q.broken_by())
+    }
+
+    /// Attaches an inflight journal, told of every pop, used element and publish from now on
+    /// (see [`InflightJournal`]); split rings only ([`DeviceQueueError::ResumeUnsupported`]).
+    pub fn set_journal(
+        &mut self,
+        journal: alloc::boxed::Box<dyn InflightJournal>,
+    ) -> Result<(), DeviceQueueError> {
+        match self {
+            DeviceQueue::Split(q) => {
+                q.resume_mut().set_journal(Some(journal));
+                Ok(())
+            }
+            DeviceQueue::Packed(_) => Err(DeviceQueueError::ResumeUnsupported),
+        }
+    }
+
+    /// Re-delivers chains a restarted device held (QEMU `docs/interop/vhost-user.rst`,
+    /// "Inflight I/O tracking"): `heads`, oldest first, are held again as the chains at the
+    /// `heads.len()` available entries before the resume position, and [`Self::pop`] returns
+    /// them before anything new. Call it right after [`Self::new`]; split rings only.
+    pub fn redeliver(&mut self, heads: &[u16]) -> Result<(), DeviceQueueError> {
+        match self {
+            DeviceQueue::Split(q) => q.redeliver(heads),
+            DeviceQueue::Packed(_) => Err(DeviceQueueError::ResumeUnsupported),
+        }
     }
 }

@@ -13,6 +13,7 @@ use vireo_spec::Features;
 
 use super::in_order::{Batch, Capacities, Run};
 use super::inflight::InFlight;
+use super::resume::Resume;
 use super::segment::WalkLinks;
 use super::split_chain::SplitChain;
 use super::{AvailChain, ChainReader, DeviceQueueError, DeviceQueueState, RingArea, Violation};
@@ -56,6 +57,8 @@ pub struct SplitDeviceQueue {
     capacities: Capacities,
     /// The violation that broke the queue (see the policy in [`crate::device`]).
     broken: Cell<Option<Violation>>,
+    /// Inflight journal and chains to re-deliver (see `resume.rs`).
+    resume: Resume,
 }
 
 /// Translates one ring area after checking its alignment.
@@ -130,6 +133,7 @@ impl SplitDeviceQueue {
             batch: Batch::default(),
             capacities: Capacities::new(size),
             broken: Cell::new(None),
+            resume: Resume::default(),
         })
     }
 
@@ -152,6 +156,7 @@ impl SplitDeviceQueue {
         self.batch = Batch::default();
         self.capacities.clear();
         self.broken.set(None);
+        self.resume.reset();
     }
 
     /// Checks an available-buffer notification's data (VIRTIO_F_NOTIFICATION_DATA, virtio 1.2
@@ -261,6 +266,9 @@ impl SplitDeviceQueue {
     /// below the queue size and not already held by the device.
     pub fn pop(&mut self) -> Result<Option<AvailChain>, DeviceQueueError> {
         self.check_broken()?;
+        if let Some(chain) = self.resume.next() {
+            return Ok(Some(chain));
+        }
         if self.next_avail == self.shadow_avail && self.read_avail_idx()? == self.next_avail {
             return Ok(None);
         }
@@ -283,6 +291,7 @@ impl SplitDeviceQueue {
             return Err(self.violation(Violation::HeadInFlight { head }));
         }
         self.capacities.forget(head);
+        self.resume.popped(head);
         let chain = AvailChain {
             id: head,
             pos: self.next_avail,
@@ -360,6 +369,7 @@ impl SplitDeviceQueue {
         }
         if !self.in_order {
             self.in_flight.remove(chain.id);
+            self.resume.used(chain.id);
             return self.write_used(Run::single(chain.id, written));
         }
         if chain.pos != self.expect {
@@ -369,6 +379,7 @@ impl SplitDeviceQueue {
             });
         }
         self.in_flight.remove(chain.id);
+        self.resume.used(chain.id);
         self.expect = self.expect.wrapping_add(1);
         let complete = self.capacities.is_complete(chain.id, written);
         match self.batch.push(chain.id, written, 1, complete) {
@@ -413,6 +424,38 @@ impl SplitDeviceQueue {
                 source,
             })?;
         self.published_used = self.next_used;
+        self.resume.published(self.next_used);
+        Ok(())
+    }
+
+    /// The inflight journal and re-delivery state (see `resume.rs`).
+    pub(crate) fn resume_mut(&mut self) -> &mut Resume {
+        &mut self.resume
+    }
+
+    /// Holds `heads` (oldest first) again, as the chains found at the `heads.len()` available
+    /// entries before `next_avail`, and re-delivers them through [`Self::pop`] before anything
+    /// new. Refused (nothing changes) for a head out of range, named twice, or already held.
+    pub(crate) fn redeliver(&mut self, heads: &[u16]) -> Result<(), DeviceQueueError> {
+        self.check_broken()?;
+        super::resume::check_heads(heads, self.size)?;
+        if let Some(&head) = heads.iter().find(|&&h| self.in_flight.contains(h)) {
+            return Err(DeviceQueueError::ResumeHeadRepeated { head });
+        }
+        // At most `size` heads (checked above), so the count fits in u16.
+        let first = self.next_avail.wrapping_sub(heads.len() as u16);
+        for &head in heads {
+            self.in_flight.insert(head);
+            self.capacities.forget(head);
+        }
+        if self.in_order {
+            self.expect = first;
+        }
+        let chains = heads.iter().enumerate().map(|(k, &id)| AvailChain {
+            id,
+            pos: first.wrapping_add(k as u16),
+        });
+        self.resume.redeliver(chains);
         Ok(())
     }
 
