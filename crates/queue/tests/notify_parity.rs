@@ -10,6 +10,9 @@
 //! offset compared in the wrong lap), which is why the script runs many times round rings of
 //! several sizes, including ones that are not powers of two for packed.
 
+// Tests: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use vireo_memory::{GuestMemoryMap, OwnedRegion};
