@@ -55,8 +55,14 @@ pub trait VhostUserDevice: Send + Sync + 'static {
 
     /// The protocol features the device wants offered; the back-end offers those of them it
     /// implements ([`crate::backend::SUPPORTED_PROTOCOL_FEATURES`]).
+    ///
+    /// The default is all of them but `INFLIGHT_SHMFD` (QEMU `docs/interop/vhost-user.rst`,
+    /// "Inflight I/O tracking"), which a device opts into: with it, a restarted back-end
+    /// re-delivers the chains the previous one held (split rings), so the device must accept
+    /// requests it may already have carried out (a block device's reads and writes are
+    /// idempotent; a network device's transmissions are not).
     fn protocol_features(&self) -> ProtocolFeatures {
-        crate::backend::SUPPORTED_PROTOCOL_FEATURES
+        crate::backend::SUPPORTED_PROTOCOL_FEATURES.difference(ProtocolFeatures::INFLIGHT_SHMFD)
     }
 
     /// Number of queues.

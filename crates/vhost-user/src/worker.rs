@@ -14,7 +14,7 @@ use rustix::event::Timespec;
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::io::Errno;
 use vireo_memory::GuestMemoryMap;
-use vireo_queue::device::{DeviceQueue, DeviceQueueError, DeviceQueueState};
+use vireo_queue::device::{DeviceQueue, DeviceQueueError, DeviceQueueState, InflightJournal};
 use vireo_queue::QueueConfig;
 
 use crate::device::QueueHandler;
@@ -44,6 +44,16 @@ pub(crate) struct WorkerParams {
     pub(crate) call: Option<Arc<OwnedFd>>,
     pub(crate) err: Option<Arc<OwnedFd>>,
     pub(crate) handler: Box<dyn QueueHandler>,
+    /// Inflight tracking for this ring (QEMU `docs/interop/vhost-user.rst`, "Inflight I/O
+    /// tracking"), if negotiated and the ring has a record.
+    pub(crate) inflight: Option<Resumed>,
+}
+
+/// A ring's inflight record and the heads it says to resubmit, oldest first.
+#[derive(Debug)]
+pub(crate) struct Resumed {
+    pub(crate) journal: Box<dyn InflightJournal>,
+    pub(crate) heads: Vec<u16>,
 }
 
 /// Why a worker could not start.
@@ -74,7 +84,13 @@ pub(crate) struct WorkerExit {
 impl Worker {
     /// Attaches to the rings and starts the thread.
     pub(crate) fn start(p: WorkerParams) -> Result<Worker, StartError> {
-        let queue = DeviceQueue::new(&*p.mem, &p.config, p.state).map_err(StartError::Queue)?;
+        let mut queue = DeviceQueue::new(&*p.mem, &p.config, p.state).map_err(StartError::Queue)?;
+        if let Some(resumed) = p.inflight {
+            queue
+                .set_journal(resumed.journal)
+                .map_err(StartError::Queue)?;
+            queue.redeliver(&resumed.heads).map_err(StartError::Queue)?;
+        }
         let stop = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| StartError::Resource(e.raw_os_error()))?;
         let stop = Arc::new(stop);

@@ -102,6 +102,29 @@ pub enum RequestError {
         /// The OS error number.
         errno: i32,
     },
+    /// Inflight description names no queues, or more than the device has.
+    InflightQueues {
+        /// Queues named.
+        num_queues: u16,
+        /// The device's number of queues.
+        max: u16,
+    },
+    /// Inflight description names a queue size of zero or above the device's maximum.
+    InflightQueueSize {
+        /// The size named.
+        queue_size: u16,
+        /// The largest the device accepts.
+        max: u16,
+    },
+    /// Inflight region size is not the one this back-end gives for those queues.
+    InflightSize {
+        /// The size for the queues named.
+        expected: u64,
+        /// The size sent.
+        actual: u64,
+    },
+    /// Inflight region fd is not sealed against shrinking (the mapping could fault).
+    InflightNotSealed,
 }
 
 impl fmt::Display for RequestError {
@@ -178,6 +201,23 @@ impl fmt::Display for RequestError {
             RequestError::Resource { errno } => {
                 write!(f, "creating a queue resource failed (errno {errno})")
             }
+            RequestError::InflightQueues { num_queues, max } => write!(
+                f,
+                "inflight description names {num_queues} queues; the device has 1 to {max}"
+            ),
+            RequestError::InflightQueueSize { queue_size, max } => write!(
+                f,
+                "inflight description names queue size {queue_size}; the device takes 1 to {max}"
+            ),
+            RequestError::InflightSize { expected, actual } => write!(
+                f,
+                "inflight region size {actual:#x} is not the {expected:#x} this back-end gives \
+                 for those queues"
+            ),
+            RequestError::InflightNotSealed => write!(
+                f,
+                "inflight region fd is not sealed against shrinking (the mapping could fault)"
+            ),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! that waits for SIGTERM: "Backend program conventions") ends the accept wait and the session.
 
 mod error;
+mod inflight;
 mod memory;
 mod session;
 mod vring;
@@ -34,7 +35,8 @@ pub const SUPPORTED_PROTOCOL_FEATURES: ProtocolFeatures = ProtocolFeatures::MQ
     .union(ProtocolFeatures::CONFIG)
     .union(ProtocolFeatures::RESET_DEVICE)
     .union(ProtocolFeatures::CONFIGURE_MEM_SLOTS)
-    .union(ProtocolFeatures::STATUS);
+    .union(ProtocolFeatures::STATUS)
+    .union(ProtocolFeatures::INFLIGHT_SHMFD);
 
 /// How long a served front-end may take to finish a message it started, or to read a reply.
 pub const MID_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,7 +1,7 @@
 //! One front-end's session: the request handlers (QEMU `docs/interop/vhost-user.rst`,
 //! "Front-end message types").
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use vireo_memory::GuestMemory;
@@ -10,6 +10,7 @@ use vireo_queue::{ordering, QueueConfig, RingAddresses, RingFormat};
 use vireo_spec::split::{used, MAX_QUEUE_SIZE};
 use vireo_spec::Features;
 
+use super::inflight::InflightRegion;
 use super::memory::{Memory, MAX_MEM_SLOTS};
 use super::vring::Vring;
 use super::{RequestError, SUPPORTED_PROTOCOL_FEATURES};
@@ -30,6 +31,8 @@ enum Reply {
     Ack,
     /// An explicit reply body.
     Body(Vec<u8>),
+    /// A reply body with one fd (`GET_INFLIGHT_FD`).
+    WithFd(Vec<u8>, OwnedFd),
 }
 
 /// What the session loop does next.
@@ -50,6 +53,8 @@ pub(crate) struct Session<D: VhostUserDevice> {
     memory: Memory,
     vrings: Vec<Vring>,
     status: u64,
+    /// `GET_INFLIGHT_FD` / `SET_INFLIGHT_FD` (see `session_inflight.rs`).
+    inflight: Option<InflightRegion>,
 }
 
 impl<D: VhostUserDevice> Session<D> {
@@ -66,6 +71,7 @@ impl<D: VhostUserDevice> Session<D> {
             memory: Memory::default(),
             vrings,
             status: 0,
+            inflight: None,
         }
     }
 
@@ -91,6 +97,9 @@ impl<D: VhostUserDevice> Session<D> {
         match result {
             Ok(Reply::Body(body)) => {
                 conn.send(&header.reply(body.len() as u32), &body, &[])?;
+            }
+            Ok(Reply::WithFd(body, fd)) => {
+                conn.send(&header.reply(body.len() as u32), &body, &[fd.as_fd()])?;
             }
             Ok(Reply::Ack) => {
                 if ack {
@@ -136,6 +145,7 @@ impl<D: VhostUserDevice> Session<D> {
                 | R::SET_VRING_KICK
                 | R::SET_VRING_CALL
                 | R::SET_VRING_ERR
+                | R::SET_INFLIGHT_FD
         );
         if !takes_fds && !fds.is_empty() {
             return Err(RequestError::UnexpectedFds { count: fds.len() });
@@ -301,6 +311,15 @@ impl<D: VhostUserDevice> Session<D> {
                     self.status | if broken { DEVICE_NEEDS_RESET } else { 0 },
                 ))
             }
+            R::GET_INFLIGHT_FD => {
+                needs(p, ProtocolFeatures::INFLIGHT_SHMFD)?;
+                self.get_inflight_fd(payload)
+            }
+            R::SET_INFLIGHT_FD => {
+                needs(p, ProtocolFeatures::INFLIGHT_SHMFD)?;
+                let fd = exactly_one(fds)?;
+                self.set_inflight_fd(payload, fd)
+            }
             other => Err(RequestError::Unsupported { code: other as u32 }),
         }
     }
@@ -453,11 +472,24 @@ impl<D: VhostUserDevice> Session<D> {
                     .and_then(|s| s.load_u16(0, ordering::FIELD))
                     .unwrap_or(0);
             }
+            let inflight = if self.protocol.contains(ProtocolFeatures::INFLIGHT_SHMFD) {
+                inflight_glue::resume_ring(
+                    self.inflight.as_ref(),
+                    &*mem,
+                    index,
+                    size,
+                    &addrs,
+                    &mut state,
+                )
+            } else {
+                None
+            };
             let params = WorkerParams {
                 index,
                 mem: Arc::clone(&mem),
                 config,
                 state,
+                inflight,
                 kick,
                 call: v.call.clone(),
                 err: v.err.clone(),
@@ -539,6 +571,9 @@ fn exactly_one(fds: Vec<OwnedFd>) -> Result<OwnedFd, RequestError> {
         }),
     }
 }
+
+#[path = "session_inflight.rs"]
+mod inflight_glue;
 
 #[cfg(test)]
 #[path = "session_model.rs"]

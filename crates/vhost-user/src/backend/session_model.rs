@@ -157,7 +157,7 @@ impl Harness {
         };
         let features = (1u64 << 32) | VHOST_USER_F_PROTOCOL_FEATURES;
         h.send(Request::SET_FEATURES, features.to_bytes(), vec![]);
-        let protocol = super::SUPPORTED_PROTOCOL_FEATURES.bits();
+        let protocol = h.session.offered_protocol.bits();
         h.send(Request::SET_PROTOCOL_FEATURES, protocol.to_bytes(), vec![]);
         h
     }
