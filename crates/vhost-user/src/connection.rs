@@ -4,13 +4,19 @@
 //!
 //! Received descriptors are [`OwnedFd`]s from the moment they arrive (`MSG_CMSG_CLOEXEC`), so
 //! whatever happens to the message afterwards, they are closed when dropped: nothing leaks.
+//!
+//! When the socket has a read (write) timeout, it bounds the whole message, not each read
+//! (write): a peer that trickles a message a byte at a time cannot stretch one `recv` (`send`)
+//! past the timeout. Past it, the call fails with `Io { errno: ETIMEDOUT }`.
 
 use core::fmt;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
@@ -112,10 +118,12 @@ impl Connection {
     }
 
     /// Receives one message. `Ok(None)` means the peer closed the connection between messages.
+    /// With a socket read timeout, the whole message must arrive within it.
     pub fn recv(&self) -> Result<Option<Message>, ConnectionError> {
+        let deadline = self.deadline(self.stream.read_timeout());
         let mut fds = Vec::new();
         let mut head = [0u8; HEADER_SIZE];
-        let got = self.read_full(&mut head, &mut fds)?;
+        let got = self.read_full(&mut head, &mut fds, deadline)?;
         if got == 0 {
             return Ok(None);
         }
@@ -128,7 +136,7 @@ impl Connection {
         let header = Header::parse(&head)?;
         let size = header.size as usize;
         let mut payload = vec![0u8; size];
-        let got = self.read_full(&mut payload, &mut fds)?;
+        let got = self.read_full(&mut payload, &mut fds, deadline)?;
         if got < size {
             let expected = HEADER_SIZE + size;
             return Err(ConnectionError::Truncated {
@@ -143,22 +151,63 @@ impl Connection {
         }))
     }
 
+    /// When a call started now must end, given the socket's timeout (`None`: no bound).
+    fn deadline(&self, timeout: std::io::Result<Option<Duration>>) -> Option<Instant> {
+        // A timeout too large for the clock is no bound at all.
+        timeout
+            .ok()
+            .flatten()
+            .and_then(|t| Instant::now().checked_add(t))
+    }
+
+    /// Waits until the socket is ready for `flags` or `deadline` passes (`ETIMEDOUT`).
+    fn wait_ready(&self, flags: PollFlags, deadline: Instant) -> Result<(), ConnectionError> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Errno::TIMEDOUT.into());
+            }
+            let ts = Timespec {
+                tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            let mut fds = [PollFd::new(&self.stream, flags)];
+            match poll(&mut fds, Some(&ts)) {
+                // Ready, hung up or in error: the next socket call tells which.
+                Ok(n) if n > 0 => return Ok(()),
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Reads until `buf` is full or the peer closes; returns the bytes read. Descriptors
-    /// arriving with any part are appended to `fds` (at most [`MAX_FDS`] in all).
-    fn read_full(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, ConnectionError> {
+    /// arriving with any part are appended to `fds` (at most [`MAX_FDS`] in all). With a
+    /// `deadline`, each read waits only until then.
+    fn read_full(
+        &self,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, ConnectionError> {
         let mut done = 0;
+        let flags = match deadline {
+            Some(_) => RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+            None => RecvFlags::CMSG_CLOEXEC,
+        };
         while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
             let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let mut iov = [IoSliceMut::new(rest)];
-            let res = match recvmsg(
-                &self.stream,
-                &mut iov,
-                &mut control,
-                RecvFlags::CMSG_CLOEXEC,
-            ) {
+            let res = match recvmsg(&self.stream, &mut iov, &mut control, flags) {
                 Ok(res) => res,
                 Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) if deadline.is_some() => {
+                    if let Some(deadline) = deadline {
+                        self.wait_ready(PollFlags::IN, deadline)?;
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             };
             for msg in control.drain() {
@@ -184,7 +233,8 @@ impl Connection {
     }
 
     /// Sends one message: `header`, then `payload` (whose length must be `header.size`), with
-    /// `fds` in the ancillary data of the first part.
+    /// `fds` in the ancillary data of the first part. With a socket write timeout, the whole
+    /// message must be sent within it.
     pub fn send(
         &self,
         header: &Header,
@@ -194,8 +244,13 @@ impl Connection {
         if fds.len() > MAX_FDS {
             return Err(ConnectionError::TooManyFds { count: fds.len() });
         }
+        let deadline = self.deadline(self.stream.write_timeout());
+        let flags = match deadline {
+            Some(_) => SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+            None => SendFlags::NOSIGNAL,
+        };
         let head = header.to_bytes();
-        let total = HEADER_SIZE + payload.len();
+        let total = HEADER_SIZE.saturating_add(payload.len());
         let mut sent = 0;
         while sent < total {
             let (h, p) = match head.get(sent..) {
@@ -211,7 +266,7 @@ impl Connection {
             if sent == 0 && !fds.is_empty() {
                 control.push(SendAncillaryMessage::ScmRights(fds));
             }
-            match sendmsg(&self.stream, &iov, &mut control, SendFlags::NOSIGNAL) {
+            match sendmsg(&self.stream, &iov, &mut control, flags) {
                 Ok(0) => {
                     return Err(ConnectionError::Io {
                         errno: Errno::PIPE.raw_os_error(),
@@ -219,6 +274,11 @@ impl Connection {
                 }
                 Ok(n) => sent += n,
                 Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) if deadline.is_some() => {
+                    if let Some(deadline) = deadline {
+                        self.wait_ready(PollFlags::OUT, deadline)?;
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -313,6 +373,74 @@ mod tests {
             a.send(&header, &[0; 4], &nine),
             Err(ConnectionError::TooManyFds { count: 9 })
         );
+    }
+
+    #[test]
+    fn read_timeout_bounds_a_whole_trickled_message() {
+        let (a, mut peer) = UnixStream::pair().unwrap();
+        let timeout = Duration::from_millis(200);
+        a.set_read_timeout(Some(timeout)).unwrap();
+        let conn = Connection::new(a);
+        let header = Header::for_request(Request::SET_FEATURES, 8, 0).to_bytes();
+        // One byte every 50 ms: each read alone is well inside the timeout, the message is not.
+        let writer = std::thread::spawn(move || {
+            for b in header.iter().chain(&[0u8; 8]) {
+                if peer.write_all(std::slice::from_ref(b)).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peer
+        });
+        let start = Instant::now();
+        let err = conn.recv().unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(
+            err,
+            ConnectionError::Io {
+                errno: Errno::TIMEDOUT.raw_os_error()
+            }
+        );
+        assert!(took >= timeout && took < Duration::from_secs(2), "{took:?}");
+        drop(writer.join().unwrap());
+    }
+
+    #[test]
+    fn without_a_timeout_a_trickled_message_still_arrives() {
+        let (conn, mut peer) = pair();
+        let header = Header::for_request(Request::SET_FEATURES, 8, 0).to_bytes();
+        let writer = std::thread::spawn(move || {
+            for b in header.iter().chain(&7u64.to_ne_bytes()) {
+                peer.write_all(std::slice::from_ref(b)).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peer
+        });
+        let m = conn.recv().unwrap().unwrap();
+        assert_eq!(u64::parse(&m.payload).unwrap(), 7);
+        drop(writer.join().unwrap());
+    }
+
+    #[test]
+    fn write_timeout_bounds_a_send_to_a_peer_that_never_reads() {
+        let (a, _peer) = UnixStream::pair().unwrap();
+        let timeout = Duration::from_millis(200);
+        a.set_write_timeout(Some(timeout)).unwrap();
+        let conn = Connection::new(a);
+        let payload = vec![0u8; crate::message::MAX_PAYLOAD];
+        let header = Header::for_request(Request::SET_CONFIG, payload.len() as u32, 0);
+        let start = Instant::now();
+        // The socket buffer fills after some messages; then the send must give up in time.
+        let err = (0..10_000)
+            .find_map(|_| conn.send(&header, &payload, &[]).err())
+            .unwrap();
+        assert_eq!(
+            err,
+            ConnectionError::Io {
+                errno: Errno::TIMEDOUT.raw_os_error()
+            }
+        );
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! malformed reply, socket error) the connection is latched broken and every later request
 //! fails with [`FrontendError::Broken`] without touching the socket.
 //!
-//! The timeout bounds each read of the socket: a back-end that trickles a reply a byte at a
-//! time can stretch one reply to (12 + size) timeouts; a silent one is caught after one.
+//! The timeout bounds the whole reply ([`crate::connection::Connection`] turns the socket's
+//! read timeout into a deadline per message): a back-end that trickles a reply a byte at a
+//! time is caught after one timeout, like a silent one.
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
