@@ -6,6 +6,8 @@
 //! latency percentiles. With `--verify`, writes carry data that names its own offset and
 //! generation and every read is checked (see `pattern`).
 
+#[cfg(test)]
+mod audit_args;
 mod hist;
 mod pattern;
 mod state;
@@ -109,6 +111,42 @@ pub struct BlkBenchArgs {
     check_image: Option<PathBuf>,
 }
 
+/// Largest `--bs`: one request's buffer (bigger requests are no benchmark of anything).
+const MAX_BS: u64 = 1 << 30;
+
+/// Longest `--seconds` (one day): keeps every deadline representable.
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// Most blocks of the region (each has 5 bytes of bookkeeping per run).
+const MAX_REGION_BLOCKS: u64 = 1 << 28;
+
+/// Checks the numbers a user gives: `--bs` a positive multiple of 512 up to [`MAX_BS`], `--qd`
+/// and `--queues` positive, `--seconds` positive and at most [`MAX_SECONDS`].
+fn check_numbers(args: &BlkBenchArgs) -> anyhow::Result<()> {
+    let bs = args.bs;
+    if bs == 0 || bs % SECTOR_SIZE != 0 || bs > MAX_BS {
+        bail!("--bs {bs} is not a positive multiple of 512 of at most 1g");
+    }
+    if args.qd == 0 || args.queues == 0 {
+        bail!("--qd and --queues must be positive");
+    }
+    // Also refuses NaN.
+    if !(args.seconds > 0.0 && args.seconds <= MAX_SECONDS) {
+        bail!("--seconds {} is not in (0, {MAX_SECONDS}]", args.seconds);
+    }
+    Ok(())
+}
+
+/// Bytes of the buffer pool: per queue, the request slots (page aligned) and `qd` buffers of
+/// `bs` bytes (each page aligned); `None` if that overflows.
+fn pool_bytes(slot_area: usize, qd: usize, bs: u64, queues: u16) -> Option<usize> {
+    let slots = slot_area.checked_next_multiple_of(4096)?;
+    let buf = usize::try_from(bs).ok()?.checked_next_multiple_of(4096)?;
+    buf.checked_mul(qd)?
+        .checked_add(slots)?
+        .checked_mul(usize::from(queues))
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last() {
@@ -165,12 +203,7 @@ pub fn run(args: &BlkBenchArgs) -> anyhow::Result<()> {
         (None, None) => bail!("--socket is required"),
     };
     let bs = args.bs;
-    if bs == 0 || bs % SECTOR_SIZE != 0 {
-        bail!("--bs {bs} is not a positive multiple of 512");
-    }
-    if args.qd == 0 || args.queues == 0 || !args.seconds.is_finite() || args.seconds <= 0.0 {
-        bail!("--qd, --queues and --seconds must be positive");
-    }
+    check_numbers(args)?;
     let workload = match args.rw {
         RwArg::Randread => Workload::RandRead,
         RwArg::Randwrite => Workload::RandWrite,
@@ -191,8 +224,13 @@ pub fn run(args: &BlkBenchArgs) -> anyhow::Result<()> {
         max_ranges: 1,
         max_data_segments: 1,
     };
-    let slot_bytes = slot_options.area_size().next_multiple_of(4096);
-    let per_queue = slot_bytes + qd * usize::try_from(bs)?.next_multiple_of(4096);
+    let pool_size =
+        pool_bytes(slot_options.area_size(), qd, bs, args.queues).with_context(|| {
+            format!(
+                "--bs {bs} x --qd {qd} x --queues {} is too large",
+                args.queues
+            )
+        })?;
     let mut required = Features::VERSION_1;
     if args.packed {
         required |= Features::RING_PACKED;
@@ -202,7 +240,7 @@ pub fn run(args: &BlkBenchArgs) -> anyhow::Result<()> {
         required,
         queues: args.queues,
         queue_size: args.queue_size,
-        pool_size: per_queue * usize::from(args.queues),
+        pool_size,
         ..UserDeviceOptions::default()
     };
     let mut device: UserDevice<u16> = match UserDevice::connect(socket, &options) {
@@ -258,6 +296,12 @@ pub fn run(args: &BlkBenchArgs) -> anyhow::Result<()> {
     let capacity = info.capacity_bytes();
     let region = args.size.unwrap_or(capacity.min(1 << 30)).min(capacity);
     let region_blocks = region / bs;
+    if region_blocks > MAX_REGION_BLOCKS {
+        bail!(
+            "the region ({region} bytes) holds {region_blocks} blocks of {bs} bytes, more than \
+             the {MAX_REGION_BLOCKS} this tool tracks; use a smaller --size or a larger --bs"
+        );
+    }
     let min_blocks = u64::from(args.queues) * u64::from(args.qd) * 2;
     if region_blocks < min_blocks {
         bail!(
