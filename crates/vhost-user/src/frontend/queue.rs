@@ -122,21 +122,22 @@ impl<T> UserQueue<T> {
 
     /// Waits up to `timeout` for the back-end to signal the call eventfd, consuming the signal.
     pub fn wait_call(&self, timeout: Duration) -> Result<CallWait, FrontendError> {
-        let deadline = Instant::now() + timeout;
+        // A timeout past what the clock can represent waits without a deadline.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             if self.take_call()? {
                 return Ok(CallWait::Called);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
                 return Ok(CallWait::TimedOut);
             }
-            let ts = Timespec {
+            let ts = left.map(|left| Timespec {
                 tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
                 tv_nsec: left.subsec_nanos().into(),
-            };
+            });
             let mut fds = [PollFd::new(&self.call, PollFlags::IN)];
-            match poll(&mut fds, Some(&ts)) {
+            match poll(&mut fds, ts.as_ref()) {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -154,5 +155,41 @@ impl<T> UserQueue<T> {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use vireo_memory::OwnedRegion;
+    use vireo_queue::driver::{required_size, DriverQueueOptions};
+    use vireo_queue::RingFormat;
+    use vireo_spec::Features;
+
+    fn queue() -> UserQueue<u16> {
+        let options = DriverQueueOptions::default();
+        let len = required_size(RingFormat::Split, 8, Features::VERSION_1, &options);
+        let area = OwnedRegion::new_area(len).unwrap();
+        let q = DriverQueue::new(area, 0x1000, 8, Features::VERSION_1, options).unwrap();
+        UserQueue::new(0, q, new_eventfd().unwrap(), new_eventfd().unwrap())
+    }
+
+    #[test]
+    fn a_timeout_past_the_clock_waits_without_a_deadline() {
+        let q = queue();
+        let call = q.call_fd().try_clone_to_owned().unwrap();
+        let signaller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            rustix::io::write(&call, &1u64.to_ne_bytes()).unwrap();
+        });
+        // `Instant::now() + Duration::MAX` would panic; this waits for the signal instead.
+        assert_eq!(q.wait_call(Duration::MAX).unwrap(), CallWait::Called);
+        signaller.join().unwrap();
+        assert_eq!(
+            q.wait_call(Duration::from_millis(10)).unwrap(),
+            CallWait::TimedOut
+        );
+        assert_eq!(q.wait_call(Duration::ZERO).unwrap(), CallWait::TimedOut);
     }
 }
