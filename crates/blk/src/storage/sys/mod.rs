@@ -50,11 +50,11 @@ pub(crate) fn transfer(
         iov_len: 0,
     }; IOV_CHUNK];
     loop {
-        // Fill the iovec array from the cursor.
+        // Fill the iovec array from the cursor: the first `n` entries, contiguously (an empty
+        // buffer takes no entry, so none is left holding an earlier batch's buffer).
         let mut n = 0;
         let mut c = cur;
-        for slot in iov.iter_mut() {
-            let Some(buf) = bufs.get(c.seg) else { break };
+        while let (Some(slot), Some(buf)) = (iov.get_mut(n), bufs.get(c.seg)) {
             let left = buf.len().saturating_sub(c.within);
             if left > 0 {
                 // wrapping_add stays inside the buffer: c.within < buf.len().
