@@ -18,6 +18,9 @@ use std::time::Duration;
 use rustix::io::Errno;
 
 use super::FrontendError;
+
+#[path = "client_inflight.rs"]
+mod inflight;
 use crate::connection::{Connection, ConnectionError, Message};
 use crate::message::{
     ConfigAccess, ConfigSpace, Header, MemoryRegion, MemoryTable, Payload, ProtocolFeatures,

@@ -62,6 +62,11 @@ pub enum FrontendError {
         /// How many arrived.
         count: usize,
     },
+    /// Reply lacks the one file descriptor its request returns.
+    MissingFd {
+        /// The request sent.
+        request: Request,
+    },
     /// Back-end reported failure (REPLY_ACK status not zero).
     Refused {
         /// The request refused.
@@ -193,6 +198,11 @@ impl fmt::Display for FrontendError {
             FrontendError::UnexpectedFds { request, count } => write!(
                 f,
                 "reply to {} carries {count} file descriptors where none belong",
+                request.name()
+            ),
+            FrontendError::MissingFd { request } => write!(
+                f,
+                "reply to {} lacks the one file descriptor its request returns",
                 request.name()
             ),
             FrontendError::Refused { request, status } => {
