@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use vireo_spec::blk::{BlkConfig, BlkFeatures};
 use vireo_spec::Features;
 use vireo_vhost_user::device::{ConfigError, QueueHandler, VhostUserDevice};
-use vireo_vhost_user::message::ConfigAccess;
+use vireo_vhost_user::message::{ConfigAccess, ProtocolFeatures};
 
 use crate::storage::{IoBackend, Storage};
 
@@ -208,6 +208,14 @@ impl BlkDevice {
 impl VhostUserDevice for BlkDevice {
     fn features(&self) -> u64 {
         self.features
+    }
+
+    /// Every protocol feature the back-end implements, INFLIGHT_SHMFD included: reads, writes,
+    /// flushes and discards can be carried out twice, so a restarted `vireo blk` may resubmit
+    /// what the previous one held (QEMU `docs/interop/vhost-user.rst`, "Inflight I/O
+    /// tracking").
+    fn protocol_features(&self) -> ProtocolFeatures {
+        vireo_vhost_user::backend::SUPPORTED_PROTOCOL_FEATURES
     }
 
     fn num_queues(&self) -> u16 {
