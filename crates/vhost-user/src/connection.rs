@@ -3,7 +3,8 @@
 //! `docs/interop/vhost-user.rst`, "Message Specification" and "Communication").
 //!
 //! Received descriptors are [`OwnedFd`]s from the moment they arrive (`MSG_CMSG_CLOEXEC`), so
-//! whatever happens to the message afterwards, they are closed when dropped: nothing leaks.
+//! whatever happens to the message afterwards, they are closed when dropped: nothing leaks. They
+//! are also made non-blocking on arrival (see [`Message::fds`]).
 //!
 //! When the socket has a read (write) timeout, it bounds the whole message, not each read
 //! (write): a peer that trickles a message a byte at a time cannot stretch one `recv` (`send`)
@@ -89,6 +90,20 @@ impl From<MessageError> for ConnectionError {
     }
 }
 
+/// Makes a received descriptor non-blocking (`O_NONBLOCK`), so that no later read or write on
+/// it can block this process: a peer could otherwise hand over a blocking eventfd with its
+/// counter at the maximum (a write of 1 then blocks forever) or a pipe it never drains. The
+/// flag is shared with the peer's own copy; QEMU's eventfds are non-blocking already, and it
+/// means nothing to `mmap`. A descriptor that refuses the flag is left as it is (the request
+/// it comes with decides whether it is usable).
+fn set_nonblocking(fd: BorrowedFd<'_>) {
+    if let Ok(flags) = rustix::fs::fcntl_getfl(fd) {
+        if !flags.contains(rustix::fs::OFlags::NONBLOCK) {
+            let _ = rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK);
+        }
+    }
+}
+
 /// One received message: header, payload bytes (exactly `header.size`), and descriptors.
 #[derive(Debug)]
 pub struct Message {
@@ -96,7 +111,8 @@ pub struct Message {
     pub header: Header,
     /// The payload.
     pub payload: Vec<u8>,
-    /// Descriptors from the ancillary data (closed when dropped).
+    /// Descriptors from the ancillary data (closed when dropped), each set `O_NONBLOCK` on
+    /// arrival.
     pub fds: Vec<OwnedFd>,
 }
 
@@ -160,19 +176,24 @@ impl Connection {
             .and_then(|t| Instant::now().checked_add(t))
     }
 
-    /// Waits until the socket is ready for `flags` or `deadline` passes (`ETIMEDOUT`).
-    fn wait_ready(&self, flags: PollFlags, deadline: Instant) -> Result<(), ConnectionError> {
+    /// Waits until the socket is ready for `flags` or `deadline` passes (`ETIMEDOUT`); without
+    /// a deadline, until it is ready (a socket set non-blocking behaves like a blocking one).
+    fn wait_ready(
+        &self,
+        flags: PollFlags,
+        deadline: Option<Instant>,
+    ) -> Result<(), ConnectionError> {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
                 return Err(Errno::TIMEDOUT.into());
             }
-            let ts = Timespec {
+            let ts = left.map(|left| Timespec {
                 tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
                 tv_nsec: i64::from(left.subsec_nanos()),
-            };
+            });
             let mut fds = [PollFd::new(&self.stream, flags)];
-            match poll(&mut fds, Some(&ts)) {
+            match poll(&mut fds, ts.as_ref()) {
                 // Ready, hung up or in error: the next socket call tells which.
                 Ok(n) if n > 0 => return Ok(()),
                 Ok(_) | Err(Errno::INTR) => {}
@@ -202,17 +223,15 @@ impl Connection {
             let res = match recvmsg(&self.stream, &mut iov, &mut control, flags) {
                 Ok(res) => res,
                 Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) if deadline.is_some() => {
-                    if let Some(deadline) = deadline {
-                        self.wait_ready(PollFlags::IN, deadline)?;
-                    }
+                Err(Errno::AGAIN) => {
+                    self.wait_ready(PollFlags::IN, deadline)?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
             for msg in control.drain() {
                 if let RecvAncillaryMessage::ScmRights(received) = msg {
-                    fds.extend(received);
+                    fds.extend(received.inspect(|fd| set_nonblocking(fd.as_fd())));
                 }
             }
             if res.flags.contains(ReturnFlags::CTRUNC) {
@@ -274,11 +293,7 @@ impl Connection {
                 }
                 Ok(n) => sent += n,
                 Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) if deadline.is_some() => {
-                    if let Some(deadline) = deadline {
-                        self.wait_ready(PollFlags::OUT, deadline)?;
-                    }
-                }
+                Err(Errno::AGAIN) => self.wait_ready(PollFlags::OUT, deadline)?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -441,6 +456,44 @@ mod tests {
             }
         );
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn received_fds_are_made_non_blocking() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (a, b) = (Connection::new(a), Connection::new(b));
+        // A blocking eventfd at its maximum count: a write of 1 would block forever.
+        let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+        rustix::io::write(&efd, &0xffff_ffff_ffff_fffe_u64.to_ne_bytes()).unwrap();
+        let header = Header::for_request(Request::SET_VRING_CALL, 8, 0);
+        a.send(&header, &0u64.to_bytes(), &[efd.as_fd()]).unwrap();
+        let m = b.recv().unwrap().unwrap();
+        let fd = m.fds.first().unwrap();
+        let flags = rustix::fs::fcntl_getfl(fd).unwrap();
+        assert!(flags.contains(rustix::fs::OFlags::NONBLOCK));
+        assert_eq!(
+            rustix::io::write(fd, &1u64.to_ne_bytes()),
+            Err(Errno::AGAIN)
+        );
+    }
+
+    #[test]
+    fn a_non_blocking_socket_without_timeout_waits_for_the_message() {
+        let (a, mut peer) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let conn = Connection::new(a);
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let header = Header::for_request(Request::SET_FEATURES, 8, 0).to_bytes();
+            peer.write_all(&header[..7]).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            peer.write_all(&header[7..]).unwrap();
+            peer.write_all(&9u64.to_ne_bytes()).unwrap();
+            peer
+        });
+        let m = conn.recv().unwrap().unwrap();
+        assert_eq!(u64::parse(&m.payload).unwrap(), 9);
+        drop(writer.join().unwrap());
     }
 
     #[test]
