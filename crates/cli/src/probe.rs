@@ -165,60 +165,80 @@ fn to_json(p: &Probe, args: &ProbeArgs) -> Value {
     })
 }
 
-fn print_text(p: &Probe, args: &ProbeArgs) {
-    println!("backend: {}", args.socket.display());
-    println!("features: {:#018x}", p.features);
+/// The text report (one string, written at once: see [`run`]).
+fn text(p: &Probe, args: &ProbeArgs) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    macro_rules! say {
+        ($($t:tt)*) => {{
+            let _ = writeln!(out, $($t)*);
+        }};
+    }
+    say!("backend: {}", args.socket.display());
+    say!("features: {:#018x}", p.features);
     for name in virtio_names(p.features, device_id(args)) {
-        println!("  {name}");
+        say!("  {name}");
     }
     match p.protocol {
         Some(proto) => {
-            println!("protocol features: {:#x}", proto.bits());
+            say!("protocol features: {:#x}", proto.bits());
             for name in protocol_names(proto) {
-                println!("  {name}");
+                say!("  {name}");
             }
         }
-        None => println!("protocol features: not offered"),
+        None => say!("protocol features: not offered"),
     }
     match p.queues {
-        Some(n) => println!("queues: {n}"),
-        None => println!("queues: not reported (no MQ)"),
+        Some(n) => say!("queues: {n}"),
+        None => say!("queues: not reported (no MQ)"),
     }
     if let Some(n) = p.max_mem_slots {
-        println!("max mem slots: {n}");
+        say!("max mem slots: {n}");
     }
     if let Some(c) = &p.blk {
-        println!("virtio-blk config:");
+        say!("virtio-blk config:");
         let bytes = c.capacity.saturating_mul(vireo_spec::blk::SECTOR_SIZE);
-        println!(
+        say!(
             "  capacity: {} sectors of 512 bytes ({bytes} bytes)",
             c.capacity
         );
-        println!("  blk_size: {}", c.blk_size);
-        println!("  size_max: {}", c.size_max);
-        println!("  seg_max: {}", c.seg_max);
-        println!("  num_queues: {}", c.num_queues);
-        println!(
+        say!("  blk_size: {}", c.blk_size);
+        say!("  size_max: {}", c.size_max);
+        say!("  seg_max: {}", c.seg_max);
+        say!("  num_queues: {}", c.num_queues);
+        say!(
             "  discard: max {} sectors, {} segments, alignment {}",
-            c.max_discard_sectors, c.max_discard_seg, c.discard_sector_alignment
+            c.max_discard_sectors,
+            c.max_discard_seg,
+            c.discard_sector_alignment
         );
-        println!(
+        say!(
             "  write zeroes: max {} sectors, {} segments, may unmap {}",
-            c.max_write_zeroes_sectors, c.max_write_zeroes_seg, c.write_zeroes_may_unmap
+            c.max_write_zeroes_sectors,
+            c.max_write_zeroes_seg,
+            c.write_zeroes_may_unmap
         );
     }
+    out
 }
 
 /// Probes the backend and prints the result.
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let p = probe(args)?;
-    if args.json {
-        println!("{}", to_json(&p, args));
+    let out = if args.json {
+        format!("{}\n", to_json(&p, args))
     } else {
-        print_text(&p, args);
-    }
-    Ok(())
+        text(&p, args)
+    };
+    // `println!` panics when stdout is closed early (`vireo probe | head -1`); this reports it.
+    std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())
+        .context("writing the report to stdout")
 }
+
+#[cfg(test)]
+#[path = "audit_probe.rs"]
+mod audit_probe;
 
 #[cfg(test)]
 mod tests {
