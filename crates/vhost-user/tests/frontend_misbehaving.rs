@@ -144,6 +144,27 @@ fn silence_is_a_timeout_not_a_hang() {
     fake.join();
 }
 
+#[test]
+fn a_reply_trickled_a_byte_at_a_time_is_one_timeout_not_twenty() {
+    // 20 bytes, one every 60 ms: each read alone is inside the 200 ms timeout, the reply
+    // (1.2 s) is not. The timeout bounds the whole reply.
+    let gap = Duration::from_millis(60);
+    let (mut fe, fake) = start(Duration::from_millis(200), move |_| Action::Trickle { gap });
+    let t0 = Instant::now();
+    assert_eq!(
+        fe.get_features(),
+        Err(FrontendError::Timeout {
+            request: Request::GET_FEATURES
+        })
+    );
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(150), "{waited:?}");
+    assert!(waited < Duration::from_millis(1000), "{waited:?}");
+    assert!(fe.is_broken());
+    drop(fe);
+    fake.join();
+}
+
 /// A front-end that acknowledged REPLY_ACK (the fake offers it).
 fn with_reply_ack(
     policy: impl FnMut(&vireo_vhost_user::connection::Message) -> Action + Send + 'static,

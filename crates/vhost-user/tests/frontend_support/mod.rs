@@ -48,6 +48,8 @@ pub enum Action {
     Short { size: u32, sent: usize },
     /// No answer at all (the fake keeps the socket open and reads on).
     Silence,
+    /// The well-behaved answer, one byte every `gap` (stops when the peer closes).
+    Trickle { gap: Duration },
     /// Close the connection.
     Close,
 }
@@ -130,6 +132,15 @@ fn serve(theirs: UnixStream, tx: mpsc::Sender<u32>, mut policy: impl FnMut(&Mess
                 false
             }
             Action::Silence => true,
+            Action::Trickle { gap } => {
+                let body = default_reply(&m).unwrap_or_default();
+                let mut bytes = m.header.reply(body.len() as u32).to_bytes().to_vec();
+                bytes.extend(body);
+                bytes.iter().all(|b| {
+                    std::thread::sleep(gap);
+                    (&raw).write_all(std::slice::from_ref(b)).is_ok()
+                })
+            }
             Action::Close => false,
         };
         if !go_on {
