@@ -18,13 +18,14 @@ pub struct RamDisk {
 }
 
 impl RamDisk {
-    /// A read-write disk of `size` bytes, rounded down to whole sectors (at least one).
+    /// A read-write disk of `size` bytes, rounded down to whole sectors; a size below one
+    /// sector is refused (an empty region).
     pub fn new(size: u64) -> Result<Self, StorageError> {
         Self::with_access(size, Access::ReadWrite)
     }
 
-    /// A disk of `size` bytes (rounded down to whole sectors, at least one) with the given
-    /// access; its serial is `vireo-ram`.
+    /// A disk of `size` bytes (rounded down to whole sectors; below one sector it is refused
+    /// as an empty region) with the given access; its serial is `vireo-ram`.
     pub fn with_access(size: u64, access: Access) -> Result<Self, StorageError> {
         let capacity = size - size % SECTOR_SIZE;
         let len = usize::try_from(capacity).map_err(|_| StorageError::TooLarge { size })?;
