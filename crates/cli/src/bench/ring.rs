@@ -97,6 +97,8 @@ struct RingReport {
     mbuffers_per_second: f64,
     kicks: u64,
     calls: u64,
+    driver_sleeps: u64,
+    device_sleeps: u64,
     verified: bool,
 }
 
@@ -180,13 +182,15 @@ pub fn run(args: &RingArgs) -> anyhow::Result<()> {
         mbuffers_per_second: if ns > 0.0 { 1e3 / ns } else { 0.0 },
         kicks: report.kicks,
         calls: report.calls,
+        driver_sleeps: report.driver_sleeps,
+        device_sleeps: report.device_sleeps,
         verified: report.verified,
     };
     if args.json {
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!(
-            "{} ring, {} notify: {} buffers in {:.3} s: {:.1} ns/buffer ({:.2} M buffers/s), {} kicks, {} calls, verified: {}",
+            "{} ring, {} notify: {} buffers in {:.3} s: {:.1} ns/buffer ({:.2} M buffers/s), {} kicks ({} device sleeps), {} calls ({} driver sleeps), verified: {}",
             out.format,
             out.notify,
             out.completed,
@@ -194,7 +198,9 @@ pub fn run(args: &RingArgs) -> anyhow::Result<()> {
             out.ns_per_buffer,
             out.mbuffers_per_second,
             out.kicks,
+            out.device_sleeps,
             out.calls,
+            out.driver_sleeps,
             out.verified
         );
     }

@@ -12,7 +12,7 @@ use super::{
 use crate::device::{DeviceQueue, Direction};
 
 /// Runs the device side until it has used `opts.buffers` buffers; returns the number of
-/// notifications (calls) it sent.
+/// notifications (calls) it sent and the number of times it slept waiting for a kick.
 pub(super) fn run(
     mut queue: DeviceQueue,
     mem: &GuestMemoryMap,
@@ -20,9 +20,10 @@ pub(super) fn run(
     kick: &dyn Notifier,
     call: &dyn Notifier,
     stop: &AtomicBool,
-) -> Result<u64, LoopbackError> {
+) -> Result<(u64, u64), LoopbackError> {
     let mut used_total: u64 = 0;
     let mut calls: u64 = 0;
+    let mut sleeps: u64 = 0;
     queue.disable_kicks().map_err(LoopbackError::Device)?;
     while used_total < opts.buffers {
         if stop.load(Ordering::Relaxed) {
@@ -54,6 +55,7 @@ pub(super) fn run(
                 NotifyMode::Poll => core::hint::spin_loop(),
                 NotifyMode::Block => {
                     if !queue.enable_kicks().map_err(LoopbackError::Device)? {
+                        sleeps += 1;
                         kick.wait();
                     }
                     queue.disable_kicks().map_err(LoopbackError::Device)?;
@@ -61,7 +63,7 @@ pub(super) fn run(
             }
         }
     }
-    Ok(calls)
+    Ok((calls, sleeps))
 }
 
 fn publish(

@@ -17,6 +17,8 @@ use crate::driver::{BufferSegment, DriverQueue, DriverQueueError};
 pub(super) struct DriverStats {
     pub completed: u64,
     pub kicks: u64,
+    /// Times the driver slept waiting for a used-buffer notification.
+    pub sleeps: u64,
     seen: Vec<u64>,
 }
 
@@ -50,6 +52,7 @@ pub(super) fn run(
     let mut stats = DriverStats {
         completed: 0,
         kicks: 0,
+        sleeps: 0,
         seen: vec![0u64; usize::try_from(opts.buffers.div_ceil(64)).unwrap_or(0)],
     };
     let mut next_seq: u64 = 0;
@@ -150,6 +153,7 @@ pub(super) fn run(
                         .enable_used_notifications()
                         .map_err(LoopbackError::Driver)?
                     {
+                        stats.sleeps += 1;
                         call.wait();
                     }
                     queue

@@ -121,6 +121,11 @@ pub struct LoopbackReport {
     pub kicks: u64,
     /// Used-buffer notifications the device sent.
     pub calls: u64,
+    /// Times the driver slept waiting for a used-buffer notification (each needs one call;
+    /// calls beyond these found the driver awake).
+    pub driver_sleeps: u64,
+    /// Times the device slept waiting for a kick.
+    pub device_sleeps: u64,
 }
 
 impl LoopbackReport {
@@ -257,12 +262,14 @@ pub fn run(
         .join()
         .map_err(|_| LoopbackError::ThreadPanicked)?;
     let driver_stats = driver_result?;
-    let calls = device_result?;
+    let (calls, device_sleeps) = device_result?;
     Ok(LoopbackReport {
         completed: driver_stats.completed,
         verified: driver_stats.verified(options.buffers),
         elapsed,
         kicks: driver_stats.kicks,
         calls,
+        driver_sleeps: driver_stats.sleeps,
+        device_sleeps,
     })
 }
