@@ -443,11 +443,12 @@ fn report(
         region_bytes: region,
         first_error,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    let out = if args.json {
+        format!("{}\n", serde_json::to_string(&report)?)
     } else {
-        print_text(&report);
-    }
+        text(&report)
+    };
+    write_stdout(&out)?;
     if let Some(e) = &report.first_error {
         bail!("{e}");
     }
@@ -460,9 +461,17 @@ fn report(
     Ok(())
 }
 
-fn print_text(r: &Report) {
-    println!(
-        "{} bs={} qd={} queues={}{}: {} ios in {:.2}s",
+/// Writes `out` to stdout at once, returning an error where `println!` would panic (a closed
+/// pipe: `vireo bench blk ... | head -1`, a full disk).
+fn write_stdout(out: &str) -> anyhow::Result<()> {
+    std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())
+        .context("writing the report to stdout")
+}
+
+/// The text report.
+fn text(r: &Report) -> String {
+    let mut out = format!(
+        "{} bs={} qd={} queues={}{}: {} ios in {:.2}s\n",
         r.rw,
         r.bs,
         r.qd,
@@ -471,15 +480,16 @@ fn print_text(r: &Report) {
         r.ios,
         r.seconds
     );
-    println!(
+    out += &format!(
         "  {:.0} IOPS, {:.1} MiB/s, latency p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} \
-         us",
+         us\n",
         r.iops, r.bandwidth_mib_s, r.p50_us, r.p99_us, r.p999_us, r.max_us
     );
-    println!("  errors: {}", r.errors);
+    out += &format!("  errors: {}\n", r.errors);
     if let (Some(v), Some(c), Some(m)) = (r.verified, r.reads_checked, r.mismatches) {
-        println!("  verified: {v} ({c} reads checked, {m} mismatches)");
+        out += &format!("  verified: {v} ({c} reads checked, {m} mismatches)\n");
     }
+    out
 }
 
 /// `--check-image`: every unit with the pattern header is whole and where it says it is.
@@ -510,11 +520,11 @@ fn check_image(path: &std::path::Path) -> anyhow::Result<()> {
             break;
         }
     }
-    println!(
+    write_stdout(&format!(
         "{}: {in_place} units carry the pattern, each whole and at its own offset; {other} \
-         other units",
+         other units\n",
         path.display()
-    );
+    ))?;
     if in_place == 0 {
         bail!("{}: no unit carries the pattern", path.display());
     }
