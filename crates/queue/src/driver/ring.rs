@@ -76,6 +76,11 @@ impl RingMemory {
         r.map_err(|e| self.fail(DeviceViolation::Memory(e)))
     }
 
+    pub fn load_u64(&mut self, offset: usize, order: Ordering) -> Result<u64, DriverQueueError> {
+        let r = self.slice().load_u64(offset, order);
+        r.map_err(|e| self.fail(DeviceViolation::Memory(e)))
+    }
+
     pub fn store_u16(
         &mut self,
         offset: usize,

@@ -42,9 +42,14 @@ impl<T> PackedDriverQueue<T> {
                 return Ok(None);
             }
         }
-        let at = self.desc_offset(self.next_used.offset);
-        let id = self.mem.load_u16(at + desc::ID, FIELD)?;
-        let written = self.mem.load_u32(at + desc::LEN, FIELD)?;
+        // `len` and `id` in one 8-byte load of the descriptor's second half (little-endian
+        // `len`, `id`, `flags`, virtio 1.2 §2.8.13), after the CONSUME load of its flags.
+        const _: () = assert!(desc::ID == desc::LEN + 4 && desc::FLAGS == desc::LEN + 6);
+        let rest = self
+            .mem
+            .load_u64(self.desc_offset(self.next_used.offset) + desc::LEN, FIELD)?;
+        let written = rest as u32;
+        let id = (rest >> 32) as u16;
         if id >= self.size {
             let v = DeviceViolation::UsedIdOutOfRange {
                 id: id.into(),
