@@ -35,10 +35,9 @@ impl<B: Bitmap + 'static> VmMemory<B> {
         let end = addr
             .checked_add(len)
             .ok_or(MemoryError::Overflow { addr, len })?;
-        let region = self
-            .mem
-            .find_region(GuestAddress(addr))
-            .ok_or(MemoryError::OutOfRange { addr, len })?;
+        let Some(region) = self.mem.find_region(GuestAddress(addr)) else {
+            return self.empty_at_end(addr, len);
+        };
         let region_end = region.start_addr().raw_value().saturating_add(region.len());
         if end > region_end {
             return Err(MemoryError::CrossesRegion { addr, len });
@@ -53,6 +52,32 @@ impl<B: Bitmap + 'static> VmMemory<B> {
 }
 
 /// A range of a `GuestMemoryMmap`, kept mapped by holding the memory.
+impl<B: Bitmap + 'static> VmMemory<B> {
+    /// A zero-length range at the end of a region that no other region follows: accepted, as
+    /// [`GuestMemory`] requires (one past the region's last byte, no bytes).
+    fn empty_at_end(&self, addr: u64, len: u64) -> Result<(*mut u8, usize), MemoryError> {
+        let out_of_range = MemoryError::OutOfRange { addr, len };
+        let last = addr
+            .checked_sub(1)
+            .filter(|_| len == 0)
+            .ok_or(out_of_range)?;
+        let region = self
+            .mem
+            .find_region(GuestAddress(last))
+            .ok_or(out_of_range)?;
+        let end = region.start_addr().raw_value().checked_add(region.len());
+        if end != Some(addr) {
+            return Err(out_of_range);
+        }
+        let host = self
+            .mem
+            .get_host_address(GuestAddress(last))
+            .map_err(|_| out_of_range)?;
+        // One past the region's last byte: in (the end of) the same mapping, never read.
+        Ok((host.wrapping_add(1), 0))
+    }
+}
+
 struct VmMemoryRange<B: Bitmap + 'static> {
     _mem: Arc<GuestMemoryMmap<B>>,
     ptr: *mut u8,
@@ -128,6 +153,64 @@ mod tests {
         let area = m.area(0x2000, 0x100).unwrap();
         area.slice().store_u32(8, 77, Ordering::Release).unwrap();
         assert_eq!(m.inner().read_obj::<u32>(GuestAddress(0x2008)).unwrap(), 77);
+    }
+
+    #[test]
+    fn an_empty_range_at_the_end_of_the_last_region_is_accepted() {
+        let m = memory();
+        assert_eq!(m.translate(0x3000, 0).unwrap().len(), 0);
+        assert!(matches!(
+            m.translate(0x3000, 1),
+            Err(MemoryError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            m.translate(0x3001, 0),
+            Err(MemoryError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            m.translate(0, 0),
+            Err(MemoryError::OutOfRange { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        /// The adapter answers like `GuestMemoryMap` over the same regions (a gap, adjacent
+        /// regions, the ends), for any range.
+        #[test]
+        fn answers_like_the_guest_memory_map(
+            addr in proptest::prop_oneof![
+                proptest::sample::select(alloc::vec![
+                    0u64, 0xfff, 0x1000, 0x1fff, 0x2000, 0x2fff, 0x3000, 0x3001, 0x3fff,
+                    0x4000, 0x47ff, 0x4800, 0x4801, u64::MAX,
+                ]),
+                0u64..0x6000,
+                proptest::prelude::any::<u64>(),
+            ],
+            len in proptest::prop_oneof![
+                proptest::strategy::Just(0u64),
+                proptest::strategy::Just(1u64),
+                0u64..0x2100,
+                proptest::prelude::any::<u64>(),
+            ],
+        ) {
+            let ranges = [(0x1000u64, 0x1000usize), (0x2000, 0x1000), (0x4000, 0x800)];
+            let vm = VmMemory::new(Arc::new(
+                GuestMemoryMmap::<()>::from_ranges(
+                    &ranges.map(|(a, l)| (GuestAddress(a), l)),
+                )
+                .unwrap(),
+            ));
+            let mut map = crate::GuestMemoryMap::new();
+            for (a, l) in ranges {
+                map.add_region(a, crate::OwnedRegion::new_area(l).unwrap()).unwrap();
+            }
+            let ours = map.translate(addr, len).map(|s| s.len());
+            let theirs = vm.translate(addr, len).map(|s| s.len());
+            proptest::prop_assert_eq!(ours.is_ok(), theirs.is_ok(), "{:?} vs {:?}", ours, theirs);
+            if let (Ok(a), Ok(b)) = (ours, theirs) {
+                proptest::prop_assert_eq!(a, b);
+            }
+        }
     }
 
     #[test]
