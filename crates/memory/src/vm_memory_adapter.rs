@@ -51,7 +51,6 @@ impl<B: Bitmap + 'static> VmMemory<B> {
     }
 }
 
-/// A range of a `GuestMemoryMmap`, kept mapped by holding the memory.
 impl<B: Bitmap + 'static> VmMemory<B> {
     /// A zero-length range at the end of a region that no other region follows: accepted, as
     /// [`GuestMemory`] requires (one past the region's last byte, no bytes).
@@ -78,6 +77,7 @@ impl<B: Bitmap + 'static> VmMemory<B> {
     }
 }
 
+/// A range of a `GuestMemoryMmap`, kept mapped by holding the memory.
 struct VmMemoryRange<B: Bitmap + 'static> {
     _mem: Arc<GuestMemoryMmap<B>>,
     ptr: *mut u8,
