@@ -64,14 +64,18 @@ blk_cells qsd "$QSD" split
 cell fs-q35-split-1q-qsd --backend "$QSD" --machine q35 --test fs
 
 # ==== Vireo's own backend =========================================================================
-# `vireo blk` serves an image file as a vhost-user-blk backend. Its cells run when VIREO_BIN exists
-# and has the `blk` subcommand; otherwise they are skipped with a message.
-# TODO(vireo blk): check the options below against the real command line once it exists.
+# `vireo blk` serves an image file as a vhost-user-blk backend (io_uring where the kernel allows it).
+# Its cells run when VIREO_BIN exists and has the `blk` subcommand; otherwise they are skipped with a
+# message. Besides the matrix and the file-system cells: the synchronous I/O path (--no-io-uring),
+# O_DIRECT on the image (--direct), and writethrough mode (every write flushed before it completes).
 VIREO_BLK="$VIREO_BIN blk --socket {sock} --image {img} --queues {queues}"
 if [ -x "$VIREO_BIN" ] && "$VIREO_BIN" blk --help >/dev/null 2>&1; then
   blk_cells vireo "$VIREO_BLK" "split packed"
   cell fs-q35-split-1q-vireo --backend "$VIREO_BLK" --machine q35 --test fs
   cell fs-microvm-packed-4q-vireo --backend "$VIREO_BLK" --machine microvm --packed on --queues 4 --test fs
+  cell blk-q35-packed-4q-vireo-sync --backend "$VIREO_BLK --no-io-uring" --machine q35 --packed on --queues 4
+  cell blk-microvm-split-2q-vireo-direct --backend "$VIREO_BLK --direct" --machine microvm --queues 2
+  cell fs-q35-packed-1q-vireo-writethrough --backend "$VIREO_BLK --writethrough" --machine q35 --packed on --test fs
 else
   SKIPS+=("vireo cells: $VIREO_BIN missing or without a \`blk\` subcommand (build: cargo build --release -p vireo)")
 fi
