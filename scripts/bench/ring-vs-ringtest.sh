@@ -11,8 +11,9 @@
 # buffer. Vireo runs the same shape: `--payload none --queue-size 256 --outstanding 256 --batch 1
 # --event-idx` (tokens and used lengths are still verified on Vireo's side). Both processes are
 # pinned the same way (`taskset -c $VIREO_BENCH_CPUS`, default 0-1; the scheduler places the two
-# threads), both are timed the same way (wall time of the whole process / buffers), and the run
-# order inside a round alternates so neither side always goes first.
+# threads), both are timed the same way (wall time of the process, less the wall time of a
+# one-buffer run of the same command: start-up and set-up, which are not the ring's speed), and
+# the run order inside a round alternates so neither side always goes first.
 #
 # Usage: scripts/bench/ring-vs-ringtest.sh [rounds=5] [buffers=2000000]
 # Prints one line per pair and round, then the median ratio per pair (vireo ns / ringtest ns:
@@ -49,20 +50,29 @@ cargo build --release -q -p vireo
 VIREO=target/release/vireo
 OUT=$(mktemp); trap 'rm -f "$OUT"' EXIT
 
-# ns per buffer of one run: wall time of the pinned process / buffers.
-wall_ns() {
-  local n=$1 t0 t1; shift
+# Wall time in ns of one pinned run.
+wall() {
+  local t0 t1
   t0=$(date +%s%N); taskset -c "$CPUS" "$@" >"$OUT" 2>/dev/null; t1=$(date +%s%N)
-  echo $(( (t1 - t0) / n ))
+  echo $(( t1 - t0 ))
 }
-ringtest_ns() { local n=$1 peer=$2; shift 2; wall_ns "$n" "$RT/$peer" --run-cycles "$n" "$@"; }
-vireo_ns() {
-  local n=$1 ns; shift
-  ns=$(wall_ns "$n" "$VIREO" bench ring --buffers "$n" --json --payload none --queue-size 256 \
-       --outstanding 256 --batch 1 --event-idx "$@")
+# ns per buffer of one run: (wall time of n buffers - wall time of 1 buffer, the process's fixed
+# cost: start-up, threads, ring set-up, measured right before in the same way) / (n - 1).
+per_buffer() {
+  local n=$1 fixed full; shift
+  fixed=$("$@" 1); full=$("$@" "$n")
+  echo $(( (full - fixed) / (n - 1) ))
+}
+ringtest_run() { local peer=$1 n=${*: -1}; wall "$RT/$peer" "${@:2:$#-2}" --run-cycles "$n"; }
+vireo_run() {
+  local n=${*: -1} t
+  t=$(wall "$VIREO" bench ring --buffers "$n" --json --payload none --queue-size 256 \
+      --outstanding 256 --batch 1 --event-idx "${@:1:$#-1}")
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["verified"]' "$OUT" || return 1
-  echo "$ns"
+  echo "$t"
 }
+ringtest_ns() { local n=$1; shift; per_buffer "$n" ringtest_run "$@"; }
+vireo_ns() { local n=$1; shift; per_buffer "$n" vireo_run "$@"; }
 
 declare -A RATIOS
 Q=$((BUFFERS / 4))
