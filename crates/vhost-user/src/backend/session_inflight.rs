@@ -93,16 +93,18 @@ pub(super) fn resume_ring(
         .unwrap_or(used_idx);
     let heads = match record.recover(used_idx, avail_idx) {
         Ok(found) => {
-            if found.next_avail != state.next_avail || !found.heads.is_empty() {
-                tracing::info!(
-                    queue = index,
-                    resubmit = found.heads.len(),
-                    next_avail = found.next_avail,
-                    base = state.next_avail,
-                    "inflight record read"
-                );
+            if let Some(next_avail) = found.next_avail {
+                if next_avail != state.next_avail || !found.heads.is_empty() {
+                    tracing::info!(
+                        queue = index,
+                        resubmit = found.heads.len(),
+                        next_avail,
+                        base = state.next_avail,
+                        "inflight record read"
+                    );
+                }
+                state.next_avail = next_avail;
             }
-            state.next_avail = found.next_avail;
             found.heads
         }
         Err(e) => {

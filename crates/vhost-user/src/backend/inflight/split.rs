@@ -130,8 +130,9 @@ impl fmt::Display for RecordError {
 pub(crate) struct Recovered {
     /// Heads in flight, in the order they were popped (counter order).
     pub(crate) heads: Vec<u16>,
-    /// The next available entry to read: `used.idx` plus the heads in flight.
-    pub(crate) next_avail: u16,
+    /// The next available entry to read: `used.idx` plus the heads in flight; `None` for a
+    /// region that was still zeroed (it knows nothing: the front-end's base stands).
+    pub(crate) next_avail: Option<u16>,
 }
 
 /// One queue's region and the journal state that keeps it.
@@ -214,7 +215,7 @@ impl QueueRecord {
                 self.initialise(used_idx);
                 return Ok(Recovered {
                     heads: Vec::new(),
-                    next_avail: used_idx,
+                    next_avail: None,
                 });
             }
             VERSION => {}
@@ -264,7 +265,7 @@ impl QueueRecord {
         self.batch.clear();
         Ok(Recovered {
             heads: found.into_iter().map(|(_, head)| head).collect(),
-            next_avail: used_idx.wrapping_add(in_flight),
+            next_avail: Some(used_idx.wrapping_add(in_flight)),
         })
     }
 

@@ -73,8 +73,9 @@ fn a_zeroed_region_is_initialised() {
         out,
         Recovered {
             heads: vec![],
-            next_avail: 17
-        }
+            next_avail: None
+        },
+        "a fresh region knows nothing: the front-end's base stands"
     );
     assert_eq!(r.get_u16(VERSION_OFF), 1);
     assert_eq!(r.get_u16(DESC_NUM), 8);
@@ -111,7 +112,7 @@ fn crash_after_pop_resubmits_in_pop_order() {
     }
     let out = d.restart().unwrap();
     assert_eq!(out.heads, [7, 1, 4], "counter order, not index order");
-    assert_eq!(out.next_avail, 3);
+    assert_eq!(out.next_avail, Some(3));
     // The counter continues after the newest.
     d.r.popped(2);
     assert_eq!(d.r.get_u64(desc(2) + D_COUNTER), 3);
@@ -125,7 +126,7 @@ fn crash_after_add_used_before_publish_resubmits_the_chain() {
     d.r.used(5);
     let out = d.restart().unwrap();
     assert_eq!(out.heads, [3, 5]);
-    assert_eq!(out.next_avail, 2);
+    assert_eq!(out.next_avail, Some(2));
 }
 
 #[test]
@@ -140,7 +141,7 @@ fn crash_after_publish_before_clearing_finishes_the_batch() {
     assert_eq!((inflight(&d.r, 3), inflight(&d.r, 5)), (1, 1));
     let out = d.restart().unwrap();
     assert_eq!(out.heads, [6]);
-    assert_eq!(out.next_avail, 3);
+    assert_eq!(out.next_avail, Some(3));
     assert_eq!(d.r.get_u16(USED_IDX), 2, "used_idx caught up with used.idx");
     assert_eq!((inflight(&d.r, 3), inflight(&d.r, 5)), (0, 0));
 }
@@ -159,7 +160,7 @@ fn crash_in_the_middle_of_clearing_finishes_the_batch() {
     d.r.put_u8(desc(2) + D_INFLIGHT, 0, ordering::FIELD);
     let out = d.restart().unwrap();
     assert_eq!(out.heads, []);
-    assert_eq!(out.next_avail, 3);
+    assert_eq!(out.next_avail, Some(3));
 }
 
 #[test]
@@ -173,7 +174,7 @@ fn crash_after_clearing_before_used_idx_is_consistent() {
     d.r.put_u16(USED_IDX, 0, ordering::FIELD);
     let out = d.restart().unwrap();
     assert_eq!(out.heads, [2]);
-    assert_eq!(out.next_avail, 2);
+    assert_eq!(out.next_avail, Some(2));
 }
 
 #[test]
@@ -194,7 +195,7 @@ fn a_clean_record_resubmits_nothing_across_the_index_wrap() {
         out,
         Recovered {
             heads: vec![],
-            next_avail: 3
+            next_avail: Some(3)
         }
     );
 }
@@ -332,6 +333,6 @@ proptest! {
         }
         let out = d.restart().unwrap();
         prop_assert_eq!(&out.heads, &held);
-        prop_assert_eq!(out.next_avail, d.avail_idx);
+        prop_assert_eq!(out.next_avail, Some(d.avail_idx));
     }
 }
