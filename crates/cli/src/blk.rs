@@ -47,7 +47,7 @@ pub struct BlkArgs {
     #[arg(long, default_value_t = 1024)]
     queue_size: u16,
     /// The serial the guest reads (VIRTIO_BLK_T_GET_ID), up to 20 bytes.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_serial)]
     serial: Option<String>,
     /// Use synchronous I/O instead of io_uring.
     #[arg(long)]
@@ -96,6 +96,19 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
+}
+
+/// A GET_ID serial: at most 20 bytes (virtio 1.2 §5.2.6: the id string is 20 bytes), refused
+/// rather than cut short.
+fn parse_serial(s: &str) -> Result<String, String> {
+    if s.len() > vireo_blk::storage::DEVICE_ID_LEN {
+        return Err(format!(
+            "{} bytes; a virtio-blk serial has at most {}",
+            s.len(),
+            vireo_blk::storage::DEVICE_ID_LEN
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// Opens the storage the arguments describe.
@@ -192,6 +205,14 @@ pub fn run(args: &BlkArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn serials_longer_than_twenty_bytes_are_refused() {
+        assert_eq!(super::parse_serial("vireo-0001").unwrap(), "vireo-0001");
+        assert!(super::parse_serial(&"x".repeat(20)).is_ok());
+        assert!(super::parse_serial(&"x".repeat(21)).is_err());
+    }
+
     use super::parse_size;
 
     #[test]
