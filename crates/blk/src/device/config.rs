@@ -45,11 +45,17 @@ impl Limits {
             seg_max,
             block_size,
             read_only: storage.read_only(),
-            max_range_segments: 1,
+            max_range_segments: MAX_RANGE_SEGMENTS,
             max_range_sectors: MAX_RANGE_SECTORS,
         }
     }
 }
+
+/// Discard / write-zeroes segments per request (`max_discard_seg`, `max_write_zeroes_seg`).
+/// `request::range` carries out exactly one segment and answers UNSUPP for more, so this stays 1
+/// until it loops over all of them (the assertion keeps the two in step).
+pub(crate) const MAX_RANGE_SEGMENTS: u32 = 1;
+const _: () = assert!(MAX_RANGE_SEGMENTS == 1, "request::range handles one segment");
 
 /// The feature bits offered.
 pub(crate) fn features(storage: &dyn Storage, options: &BlkOptions) -> u64 {
