@@ -266,8 +266,10 @@ fn write_desc(
     flags: u16,
     next: u16,
 ) -> Result<(), MemoryError> {
+    // Two 8-byte stores: `len`, `flags` and `next` are the little-endian second half of the
+    // descriptor (the device side reads them the same way).
+    const _: () = assert!(desc::FLAGS == desc::LEN + 4 && desc::NEXT == desc::LEN + 6);
+    let rest = u64::from(len) | u64::from(flags) << 32 | u64::from(next) << 48;
     ring.store_u64(offset + desc::ADDR, addr, FIELD)?;
-    ring.store_u32(offset + desc::LEN, len, FIELD)?;
-    ring.store_u16(offset + desc::FLAGS, flags, FIELD)?;
-    ring.store_u16(offset + desc::NEXT, next, FIELD)
+    ring.store_u64(offset + desc::LEN, rest, FIELD)
 }
