@@ -15,14 +15,14 @@
 # one-buffer run of the same command: start-up and set-up, which are not the ring's speed), and
 # the run order inside a round alternates so neither side always goes first.
 #
-# Usage: scripts/bench/ring-vs-ringtest.sh [rounds=5] [buffers=2000000]
+# Usage: scripts/bench/ring-vs-ringtest.sh [rounds=15] [buffers=1000000]
 # Prints one line per pair and round, then the median ratio per pair (vireo ns / ringtest ns:
 # below 1.0 means Vireo is faster). Pairs, polling: split vs virtio_ring_0_9, split --in-order vs
 # virtio_ring_inorder, packed vs ring (ringtest's packed-like layout); and the same three with an
 # eventfd pair (`--notify eventfd` vs ringtest `--sleep`, a quarter of the buffers).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROUNDS=${1:-5}; BUFFERS=${2:-2000000}
+ROUNDS=${1:-15}; BUFFERS=${2:-1000000}
 CPUS=${VIREO_BENCH_CPUS:-0-1}
 CACHE=${VIREO_BENCH_CACHE:-/var/cache/vireo-bench}
 RT=$CACHE/ringtest
@@ -103,5 +103,5 @@ for p in "${pairs[@]}"; do
   name=${p%%|*}
   [ -n "${RATIOS[$name]:-}" ] || continue
   # shellcheck disable=SC2086
-  python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[2:]]; print(f'{sys.argv[1]}: median ratio vireo/ringtest = {statistics.median(v):.3f} over {len(v)} rounds (min {min(v):.3f}, max {max(v):.3f})')" "$name" ${RATIOS[$name]}
+  python3 -c "import statistics,sys; v=sorted(float(x) for x in sys.argv[2:]); q=lambda p: v[int(p*(len(v)-1))]; print(f'{sys.argv[1]}: median ratio vireo/ringtest = {statistics.median(v):.3f} over {len(v)} rounds (quartiles {q(.25):.3f}-{q(.75):.3f}, min {v[0]:.3f}, max {v[-1]:.3f})')" "$name" ${RATIOS[$name]}
 done
