@@ -57,8 +57,9 @@ pub struct RingArgs {
     /// Negotiate VIRTIO_F_IN_ORDER.
     #[arg(long)]
     in_order: bool,
-    /// Buffers to move.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Buffers to move (1 to 2^34: every token is tracked in a bitmap of buffers/8 bytes).
+    #[arg(long, default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=(1u64 << 34)))]
     buffers: u64,
     /// Buffers per batch (adds before a kick decision; uses before a notify decision).
     #[arg(long, default_value_t = 32)]
@@ -208,4 +209,23 @@ pub fn run(args: &RingArgs) -> anyhow::Result<()> {
         anyhow::bail!("not every buffer was verified");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: super::RingArgs,
+    }
+
+    #[test]
+    fn buffers_are_bounded_so_the_token_bitmap_fits() {
+        assert!(Wrapper::try_parse_from(["t", "--buffers", "18446744073709551615"]).is_err());
+        assert!(Wrapper::try_parse_from(["t", "--buffers", "0"]).is_err());
+        let ok = Wrapper::try_parse_from(["t", "--buffers", "17179869184"]).unwrap();
+        assert_eq!(ok.args.buffers, 1 << 34);
+    }
 }
