@@ -58,6 +58,7 @@
 //! [`SharedArea`]: vireo_memory::SharedArea
 
 mod chain;
+mod device_ring;
 mod error;
 mod in_order;
 mod inflight;
@@ -72,6 +73,7 @@ mod split;
 mod split_chain;
 
 pub use chain::{ChainReader, ChainTotals};
+pub use device_ring::DeviceRing;
 pub use error::{DeviceQueueError, RingArea, Violation};
 pub use packed::PackedDeviceQueue;
 pub use resume::InflightJournal;

@@ -21,6 +21,7 @@
 //! NOTIFICATION_DATA value (§2.9).
 
 mod buffer;
+mod driver_ring;
 mod error;
 mod in_order;
 mod layout;
@@ -34,6 +35,7 @@ use vireo_spec::notification::NotificationData;
 use vireo_spec::Features;
 
 pub use error::{DeviceViolation, DriverQueueError};
+pub use driver_ring::DriverRing;
 pub use layout::RingLayout;
 pub use packed::PackedDriverQueue;
 pub use split::SplitDriverQueue;

@@ -9,12 +9,15 @@ use super::{
     expected_written, expected_written_at, LoopbackError, LoopbackOptions, Notifier, NotifyMode,
     Payload, ECHO_MASK,
 };
-use crate::device::{DeviceQueue, Direction};
+use crate::device::{AvailChain, DeviceRing, Direction};
 
 /// Runs the device side until it has used `opts.buffers` buffers; returns the number of
 /// notifications (calls) it sent and the number of times it slept waiting for a kick.
-pub(super) fn run(
-    mut queue: DeviceQueue,
+///
+/// Generic over the ring: [`super::run`] picks the format once, so each format gets its own
+/// copy of this loop with no dispatch per call.
+pub(super) fn run<Q: DeviceRing>(
+    mut queue: Q,
     mem: &GuestMemoryMap,
     opts: &LoopbackOptions,
     kick: &dyn Notifier,
@@ -66,8 +69,8 @@ pub(super) fn run(
     Ok((calls, sleeps))
 }
 
-fn publish(
-    queue: &mut DeviceQueue,
+fn publish<Q: DeviceRing>(
+    queue: &mut Q,
     call: &dyn Notifier,
     mode: NotifyMode,
 ) -> Result<u64, LoopbackError> {
@@ -81,9 +84,9 @@ fn publish(
 
 /// Walks the chain (validating it) without touching data; the used length comes from the
 /// address of its writable segment.
-fn serve_without_data(
-    queue: &DeviceQueue,
-    chain: &crate::device::AvailChain,
+fn serve_without_data<Q: DeviceRing>(
+    queue: &Q,
+    chain: &AvailChain,
     mem: &GuestMemoryMap,
 ) -> Result<u32, LoopbackError> {
     let mut written = 0;
@@ -97,9 +100,9 @@ fn serve_without_data(
 }
 
 /// Reads the sequence number from the readable segment and echoes it into the writable one.
-fn serve(
-    queue: &DeviceQueue,
-    chain: &crate::device::AvailChain,
+fn serve<Q: DeviceRing>(
+    queue: &Q,
+    chain: &AvailChain,
     mem: &GuestMemoryMap,
 ) -> Result<u32, LoopbackError> {
     let mut seq: Option<u64> = None;

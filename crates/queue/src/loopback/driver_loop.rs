@@ -11,7 +11,7 @@ use super::{
     expected_written, expected_written_at, LoopbackError, LoopbackOptions, Notifier, NotifyMode,
     Payload, ECHO_MASK, READABLE_LEN, WRITABLE_LEN,
 };
-use crate::driver::{BufferSegment, DriverQueue, DriverQueueError};
+use crate::driver::{BufferSegment, DriverQueueError, DriverRing};
 
 /// Counters of the driver thread.
 pub(super) struct DriverStats {
@@ -38,8 +38,11 @@ impl DriverStats {
 const SLOT_BITS: u32 = 16;
 
 /// Runs the driver side until every buffer came back (or either side failed).
-pub(super) fn run(
-    mut queue: DriverQueue<u64>,
+///
+/// Generic over the ring: [`super::run`] picks the format once, so each format gets its own
+/// copy of this loop with no dispatch per call.
+pub(super) fn run<Q: DriverRing<u64>>(
+    mut queue: Q,
     mem: &GuestMemoryMap,
     buffers_base: u64,
     opts: &LoopbackOptions,

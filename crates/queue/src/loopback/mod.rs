@@ -183,6 +183,10 @@ pub fn negotiated_features(options: &LoopbackOptions) -> Features {
 
 /// Runs one loopback: sets up the region and both queues, runs the driver on this thread and
 /// the device on a new one, and returns what was measured.
+///
+/// Each side's loop is generic over [`crate::driver::DriverRing`] /
+/// [`crate::device::DeviceRing`] and the format is matched once per run, so the loops run on
+/// the format's own types with no dispatch per call.
 pub fn run(
     options: &LoopbackOptions,
     kick: Arc<dyn Notifier>,
@@ -240,7 +244,15 @@ pub fn run(
         std::thread::Builder::new()
             .name("vireo-device".into())
             .spawn(move || {
-                let r = device_loop::run(device, &mem, &opts, &*kick, &*call, &stop);
+                // The format is picked here, once: each arm runs its own copy of the loop.
+                let r = match device {
+                    DeviceQueue::Split(q) => {
+                        device_loop::run(q, &mem, &opts, &*kick, &*call, &stop)
+                    }
+                    DeviceQueue::Packed(q) => {
+                        device_loop::run(q, &mem, &opts, &*kick, &*call, &stop)
+                    }
+                };
                 if r.is_err() {
                     stop.store(true, Ordering::SeqCst);
                     call.notify();
@@ -251,8 +263,15 @@ pub fn run(
     };
     let buffers_base = REGION_BASE + ring_bytes as u64;
     let start = Instant::now();
-    let driver_result =
-        driver_loop::run(driver, &mem, buffers_base, options, &*kick, &*call, &stop);
+    let (kick_ref, call_ref) = (&*kick, &*call);
+    let driver_result = match driver {
+        DriverQueue::Split(q) => {
+            driver_loop::run(q, &mem, buffers_base, options, kick_ref, call_ref, &stop)
+        }
+        DriverQueue::Packed(q) => {
+            driver_loop::run(q, &mem, buffers_base, options, kick_ref, call_ref, &stop)
+        }
+    };
     let elapsed = start.elapsed();
     if driver_result.is_err() {
         stop.store(true, Ordering::SeqCst);
