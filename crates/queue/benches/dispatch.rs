@@ -1,13 +1,19 @@
 //! Does the format-independent face cost anything? Runs the same single-threaded ring loop
 //! (driver adds a batch, publishes; device pops, walks, uses, publishes, decides; driver reaps)
-//! through the format's own types (`SplitDeviceQueue`/`SplitDriverQueue`, packed likewise) and
-//! through the enums (`DeviceQueue`/`DriverQueue`), interleaved round by round, and prints the
-//! median ratio enum/direct per format (1.00: no cost). Timing is std's `Instant`; the machine is
+//! three ways, interleaved round by round:
+//! - `direct`: written against the format's own types (`SplitDeviceQueue`/`SplitDriverQueue`,
+//!   packed likewise), calling their inherent methods;
+//! - `generic`: one function generic over `DeviceRing`/`DriverRing`, called with the format's
+//!   own types (the compiler makes one copy per format: what a device written once runs);
+//! - `enum`: written against the enums `DeviceQueue`/`DriverQueue`, a `match` in every call.
+//!
+//! It prints each path's median ns per buffer and the median ratios generic/direct (1.00: the
+//! trait costs nothing) and enum/direct per format. Timing is std's `Instant`; the machine is
 //! noisy, so only the ratios of interleaved rounds mean anything.
 //!
 //! `cargo bench -p vireo-queue --bench dispatch [-- ROUNDS]`, or
-//! `... -- --only split-direct|split-enum|packed-direct|packed-enum ITERATIONS` to run one variant
-//! alone (for `valgrind --tool=callgrind`, which counts instructions deterministically).
+//! `... -- --only {split,packed}-{direct,generic,enum} ITERATIONS` to run one variant alone (for
+//! `valgrind --tool=callgrind`, which counts instructions deterministically).
 
 // A benchmark, not peer-facing code: a failed expectation is a failed run.
 #![allow(clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -18,12 +24,10 @@ use std::time::Instant;
 
 use vireo_memory::{GuestMemoryMap, OwnedRegion};
 use vireo_queue::device::{
-    AvailChain, ChainReader, DeviceQueue, DeviceQueueError, DeviceQueueState, Direction,
-    PackedDeviceQueue, SplitDeviceQueue,
+    DeviceQueue, DeviceQueueState, DeviceRing, Direction, PackedDeviceQueue, SplitDeviceQueue,
 };
 use vireo_queue::driver::{
-    BufferSegment, DriverQueue, DriverQueueError, DriverQueueOptions, PackedDriverQueue,
-    SplitDriverQueue, UsedBuffer,
+    BufferSegment, DriverQueue, DriverQueueOptions, DriverRing, PackedDriverQueue, SplitDriverQueue,
 };
 use vireo_queue::{QueueConfig, RingFormat};
 use vireo_spec::Features;
@@ -33,81 +37,103 @@ const QUEUE_SIZE: u16 = 256;
 const BATCH: u16 = 32;
 const BUF_LEN: u32 = 32;
 
-/// The device calls of the loop, implemented by the format's own type and by the enum.
-trait Device {
-    fn pop(&mut self) -> Result<Option<AvailChain>, DeviceQueueError>;
-    fn chain<'q, 'm>(
-        &'q self,
-        c: &AvailChain,
-        mem: &'m GuestMemoryMap,
-    ) -> ChainReader<'q, 'm, GuestMemoryMap>;
-    fn add_used(&mut self, c: &AvailChain, written: u32) -> Result<(), DeviceQueueError>;
-    fn publish_used(&mut self) -> Result<(), DeviceQueueError>;
-    fn needs_notification(&mut self) -> Result<bool, DeviceQueueError>;
-}
-
-/// The driver calls of the loop.
-trait Driver {
-    fn add(&mut self, w: &[BufferSegment], token: u64) -> Result<(), DriverQueueError>;
-    fn kick_prepare(&mut self) -> Result<bool, DriverQueueError>;
-    fn pop_used(&mut self) -> Result<Option<UsedBuffer<u64>>, DriverQueueError>;
-}
-
-macro_rules! device_impl {
-    ($t:ty) => {
-        impl Device for $t {
-            #[inline]
-            fn pop(&mut self) -> Result<Option<AvailChain>, DeviceQueueError> {
-                <$t>::pop(self)
+/// The body of every variant: `iterations` batches of `BATCH` buffers through the ring; the
+/// checksum. Method calls resolve to the inherent methods of concrete types and enums, and to
+/// the traits' in the generic function: the same text, three ways of calling.
+macro_rules! ring_loop {
+    ($driver:ident, $device:ident, $mem:ident, $buffers:ident, $iterations:ident) => {{
+        let mut sum = 0u64;
+        let mut token = 0u64;
+        for _ in 0..$iterations {
+            for i in 0..BATCH {
+                let seg = BufferSegment::new($buffers + u64::from(i) * u64::from(BUF_LEN), BUF_LEN);
+                $driver.add(&[], &[seg], token).expect("add");
+                token += 1;
             }
-            #[inline]
-            fn chain<'q, 'm>(
-                &'q self,
-                c: &AvailChain,
-                mem: &'m GuestMemoryMap,
-            ) -> ChainReader<'q, 'm, GuestMemoryMap> {
-                <$t>::chain(self, c, mem)
+            sum += u64::from($driver.kick_prepare().expect("kick"));
+            while let Some(c) = $device.pop().expect("pop") {
+                let mut written = 0;
+                for s in $device.chain(&c, $mem) {
+                    let s = s.expect("segment");
+                    if s.direction == Direction::DeviceWritable {
+                        written = (s.addr % 7) as u32;
+                    }
+                }
+                $device.add_used(&c, written).expect("use");
             }
-            #[inline]
-            fn add_used(&mut self, c: &AvailChain, written: u32) -> Result<(), DeviceQueueError> {
-                <$t>::add_used(self, c, written)
-            }
-            #[inline]
-            fn publish_used(&mut self) -> Result<(), DeviceQueueError> {
-                <$t>::publish_used(self)
-            }
-            #[inline]
-            fn needs_notification(&mut self) -> Result<bool, DeviceQueueError> {
-                <$t>::needs_notification(self)
+            $device.publish_used().expect("publish");
+            sum += u64::from($device.needs_notification().expect("notify"));
+            while let Some(u) = $driver.pop_used().expect("reap") {
+                sum = sum.wrapping_add(u.token ^ u64::from(u.written));
             }
         }
-    };
+        sum
+    }};
 }
-device_impl!(SplitDeviceQueue);
-device_impl!(PackedDeviceQueue);
-device_impl!(DeviceQueue);
 
-macro_rules! driver_impl {
-    ($t:ty) => {
-        impl Driver for $t {
-            #[inline]
-            fn add(&mut self, w: &[BufferSegment], token: u64) -> Result<(), DriverQueueError> {
-                <$t>::add(self, &[], w, token)
-            }
-            #[inline]
-            fn kick_prepare(&mut self) -> Result<bool, DriverQueueError> {
-                <$t>::kick_prepare(self)
-            }
-            #[inline]
-            fn pop_used(&mut self) -> Result<Option<UsedBuffer<u64>>, DriverQueueError> {
-                <$t>::pop_used(self)
-            }
-        }
-    };
+#[inline(never)]
+fn run_split_direct(
+    driver: &mut SplitDriverQueue<u64>,
+    device: &mut SplitDeviceQueue,
+    mem: &GuestMemoryMap,
+    buffers: u64,
+    iterations: u32,
+) -> u64 {
+    ring_loop!(driver, device, mem, buffers, iterations)
 }
-driver_impl!(SplitDriverQueue<u64>);
-driver_impl!(PackedDriverQueue<u64>);
-driver_impl!(DriverQueue<u64>);
+
+#[inline(never)]
+fn run_packed_direct(
+    driver: &mut PackedDriverQueue<u64>,
+    device: &mut PackedDeviceQueue,
+    mem: &GuestMemoryMap,
+    buffers: u64,
+    iterations: u32,
+) -> u64 {
+    ring_loop!(driver, device, mem, buffers, iterations)
+}
+
+#[inline(never)]
+fn run_generic<Dr: DriverRing<u64>, De: DeviceRing>(
+    driver: &mut Dr,
+    device: &mut De,
+    mem: &GuestMemoryMap,
+    buffers: u64,
+    iterations: u32,
+) -> u64 {
+    ring_loop!(driver, device, mem, buffers, iterations)
+}
+
+#[inline(never)]
+fn run_enum(
+    driver: &mut DriverQueue<u64>,
+    device: &mut DeviceQueue,
+    mem: &GuestMemoryMap,
+    buffers: u64,
+    iterations: u32,
+) -> u64 {
+    ring_loop!(driver, device, mem, buffers, iterations)
+}
+
+/// How the loop calls the queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Direct,
+    Generic,
+    Enum,
+}
+
+const PATHS: [Path; 3] = [Path::Direct, Path::Generic, Path::Enum];
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Generic => "generic",
+            Path::Enum => "enum",
+        }
+    }
+}
 
 /// One ring in one region: the driver queue (as the enum) and the device queue (as the enum),
 /// to be taken apart into the format's own types or kept.
@@ -146,54 +172,24 @@ fn setup(format: RingFormat) -> Setup {
     }
 }
 
-/// `iterations` batches of `BATCH` buffers through the ring; returns a checksum.
-#[inline(never)]
-fn run<Dr: Driver, De: Device>(
-    driver: &mut Dr,
-    device: &mut De,
-    mem: &GuestMemoryMap,
-    buffers: u64,
-    iterations: u32,
-) -> u64 {
-    let mut sum = 0u64;
-    let mut token = 0u64;
-    for _ in 0..iterations {
-        for i in 0..BATCH {
-            let seg = BufferSegment::new(buffers + u64::from(i) * u64::from(BUF_LEN), BUF_LEN);
-            driver.add(&[seg], token).expect("add");
-            token += 1;
-        }
-        sum += u64::from(driver.kick_prepare().expect("kick"));
-        while let Some(c) = device.pop().expect("pop") {
-            let mut written = 0;
-            for s in device.chain(&c, mem) {
-                let s = s.expect("segment");
-                if s.direction == Direction::DeviceWritable {
-                    written = (s.addr % 7) as u32;
-                }
-            }
-            device.add_used(&c, written).expect("use");
-        }
-        device.publish_used().expect("publish");
-        sum += u64::from(device.needs_notification().expect("notify"));
-        while let Some(u) = driver.pop_used().expect("reap") {
-            sum = sum.wrapping_add(u.token ^ u64::from(u.written));
-        }
-    }
-    sum
-}
-
-fn time_variant(format: RingFormat, via_enum: bool, iterations: u32) -> f64 {
+fn time_variant(format: RingFormat, path: Path, iterations: u32) -> f64 {
     let s = setup(format);
     let mem = &*s.mem;
+    let b = s.buffers;
     let start = Instant::now();
-    let sum = match (via_enum, s.driver, s.device) {
-        (true, mut dr, mut de) => run(&mut dr, &mut de, mem, s.buffers, iterations),
-        (false, DriverQueue::Split(mut dr), DeviceQueue::Split(mut de)) => {
-            run(&mut dr, &mut de, mem, s.buffers, iterations)
+    let sum = match (path, s.driver, s.device) {
+        (Path::Enum, mut dr, mut de) => run_enum(&mut dr, &mut de, mem, b, iterations),
+        (Path::Direct, DriverQueue::Split(mut dr), DeviceQueue::Split(mut de)) => {
+            run_split_direct(&mut dr, &mut de, mem, b, iterations)
         }
-        (false, DriverQueue::Packed(mut dr), DeviceQueue::Packed(mut de)) => {
-            run(&mut dr, &mut de, mem, s.buffers, iterations)
+        (Path::Direct, DriverQueue::Packed(mut dr), DeviceQueue::Packed(mut de)) => {
+            run_packed_direct(&mut dr, &mut de, mem, b, iterations)
+        }
+        (Path::Generic, DriverQueue::Split(mut dr), DeviceQueue::Split(mut de)) => {
+            run_generic(&mut dr, &mut de, mem, b, iterations)
+        }
+        (Path::Generic, DriverQueue::Packed(mut dr), DeviceQueue::Packed(mut de)) => {
+            run_generic(&mut dr, &mut de, mem, b, iterations)
         }
         _ => unreachable!("both sides have the same format"),
     };
@@ -211,47 +207,54 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    let formats = [("split", RingFormat::Split), ("packed", RingFormat::Packed)];
     if args.first().map(String::as_str) == Some("--only") {
         let variant = args.get(1).map(String::as_str).unwrap_or("split-direct");
         let iterations = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20_000);
-        let (format, via_enum) = match variant {
-            "split-direct" => (RingFormat::Split, false),
-            "split-enum" => (RingFormat::Split, true),
-            "packed-direct" => (RingFormat::Packed, false),
-            "packed-enum" => (RingFormat::Packed, true),
-            other => panic!("unknown variant {other}"),
-        };
-        let ns = time_variant(format, via_enum, iterations);
+        let (format, path) = formats
+            .iter()
+            .flat_map(|&(f, format)| PATHS.iter().map(move |&p| (f, format, p)))
+            .find(|(f, _, p)| format!("{f}-{}", p.name()) == variant)
+            .map(|(_, format, p)| (format, p))
+            .unwrap_or_else(|| panic!("unknown variant {variant}"));
+        let ns = time_variant(format, path, iterations);
         println!("{variant}: {ns:.1} ns/buffer");
         return;
     }
     let rounds: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(15);
     let iterations = 20_000;
-    // Warm up both paths once.
-    for f in [RingFormat::Split, RingFormat::Packed] {
-        time_variant(f, false, 2_000);
-        time_variant(f, true, 2_000);
+    // Warm up every path once.
+    for (_, f) in formats {
+        for p in PATHS {
+            time_variant(f, p, 2_000);
+        }
     }
-    for (name, format) in [("split", RingFormat::Split), ("packed", RingFormat::Packed)] {
-        let mut ratios = Vec::with_capacity(rounds);
-        let mut direct = Vec::with_capacity(rounds);
+    for (name, format) in formats {
+        let mut ns: [Vec<f64>; 3] = Default::default();
+        let mut generic_ratio = Vec::with_capacity(rounds);
+        let mut enum_ratio = Vec::with_capacity(rounds);
         for round in 0..rounds {
-            // Alternate which goes first.
-            let (d, e) = if round % 2 == 0 {
-                let d = time_variant(format, false, iterations);
-                (d, time_variant(format, true, iterations))
-            } else {
-                let e = time_variant(format, true, iterations);
-                (time_variant(format, false, iterations), e)
-            };
-            ratios.push(e / d);
-            direct.push(d);
+            // Rotate which path goes first.
+            let mut t = [0.0; 3];
+            for k in 0..3 {
+                let i = (round + k) % 3;
+                t[i] = time_variant(format, PATHS[i], iterations);
+            }
+            for i in 0..3 {
+                ns[i].push(t[i]);
+            }
+            generic_ratio.push(t[1] / t[0]);
+            enum_ratio.push(t[2] / t[0]);
         }
         println!(
-            "{name}: enum/direct median ratio {:.3} over {rounds} interleaved rounds \
-             (direct median {:.1} ns/buffer, single thread, batch {BATCH})",
-            median(&mut ratios),
-            median(&mut direct)
+            "{name}: median ns/buffer direct {:.1}, generic {:.1}, enum {:.1}; median ratios \
+             generic/direct {:.3}, enum/direct {:.3} ({rounds} interleaved rounds, single thread, \
+             batch {BATCH})",
+            median(&mut ns[0]),
+            median(&mut ns[1]),
+            median(&mut ns[2]),
+            median(&mut generic_ratio),
+            median(&mut enum_ratio),
         );
     }
 }
