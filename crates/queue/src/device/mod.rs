@@ -40,10 +40,15 @@
 //!
 //! # Formats and ring features
 //! [`DeviceQueue::new`] picks the split (virtio 1.2 §2.7) or packed (§2.8) format from
-//! VIRTIO_F_RING_PACKED; both answer the same calls. A packed chain's ring descriptors are
-//! copied at pop (used descriptors overwrite ring slots of chains still held, §2.8), its
-//! indirect table is walked lazily like a split one. With VIRTIO_F_IN_ORDER (§2.7.9, §2.8.8)
-//! used entries are written back one per run of completely used buffers (see `in_order.rs`).
+//! VIRTIO_F_RING_PACKED; both answer the same calls, the ones of the [`DeviceRing`] trait
+//! (implemented by [`SplitDeviceQueue`], [`PackedDeviceQueue`] and [`DeviceQueue`]). Write the
+//! device loop generic over [`DeviceRing`] and `match` on the [`DeviceQueue`] once to call it:
+//! each format gets its own copy of the loop, with no dispatch per call.
+//!
+//! A packed chain's ring descriptors are copied at pop (used descriptors overwrite ring slots
+//! of chains still held, §2.8), its indirect table is walked lazily like a split one. With
+//! VIRTIO_F_IN_ORDER (§2.7.9, §2.8.8) used entries are written back one per run of completely
+//! used buffers (see `in_order.rs`).
 //! [`DeviceQueue::apply_notification`] checks VIRTIO_F_NOTIFICATION_DATA (§2.9), and
 //! [`DeviceQueue::reset`] resets one queue for VIRTIO_F_RING_RESET (§2.6.1).
 //!

@@ -16,7 +16,9 @@
 //! Memory is allocated only when a queue is made.
 //!
 //! [`DriverQueue`] is the format-independent face; [`SplitDriverQueue`] is the split ring
-//! (virtio 1.2 §2.7), [`PackedDriverQueue`] the packed one (§2.8). Both understand IN_ORDER
+//! (virtio 1.2 §2.7), [`PackedDriverQueue`] the packed one (§2.8). All three implement
+//! [`DriverRing`]: write the driver loop generic over it and `match` on the [`DriverQueue`] once
+//! to call it, so each format gets its own copy of the loop, with no dispatch per call. Both understand IN_ORDER
 //! (§2.7.9, §2.8.8: ids handed out in order, a batch reported by its last buffer) and give the
 //! NOTIFICATION_DATA value (§2.9).
 
@@ -34,8 +36,8 @@ use vireo_memory::SharedArea;
 use vireo_spec::notification::NotificationData;
 use vireo_spec::Features;
 
-pub use error::{DeviceViolation, DriverQueueError};
 pub use driver_ring::DriverRing;
+pub use error::{DeviceViolation, DriverQueueError};
 pub use layout::RingLayout;
 pub use packed::PackedDriverQueue;
 pub use split::SplitDriverQueue;
