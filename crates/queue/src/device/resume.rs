@@ -41,6 +41,8 @@ pub trait InflightJournal: Send + fmt::Debug {
 /// A queue's journal and the chains waiting to be re-delivered.
 #[derive(Debug, Default)]
 pub(crate) struct Resume {
+    /// A journal is attached or chains wait: the one flag the hot path reads.
+    active: bool,
     journal: Option<Box<dyn InflightJournal>>,
     /// Re-delivered chains, the next one last (so `Vec::pop` takes it).
     pending: Vec<AvailChain>,
@@ -50,22 +52,33 @@ impl Resume {
     /// Attaches (or, with `None`, detaches) the journal.
     pub(crate) fn set_journal(&mut self, journal: Option<Box<dyn InflightJournal>>) {
         self.journal = journal;
+        self.refresh();
+    }
+
+    fn refresh(&mut self) {
+        self.active = self.journal.is_some() || !self.pending.is_empty();
+    }
+
+    /// True when a journal is attached or chains wait for re-delivery.
+    #[inline(always)]
+    pub(crate) fn is_active(&self) -> bool {
+        self.active
     }
 
     /// Queues `chains` (oldest first) for re-delivery ahead of the available ring.
     pub(crate) fn redeliver(&mut self, chains: impl DoubleEndedIterator<Item = AvailChain>) {
         self.pending.clear();
         self.pending.extend(chains.rev());
+        self.refresh();
     }
 
     /// The next chain to re-deliver, if any.
-    #[inline]
     pub(crate) fn next(&mut self) -> Option<AvailChain> {
+        let next = self.pending.pop();
         if self.pending.is_empty() {
-            None
-        } else {
-            self.pending.pop()
+            self.refresh();
         }
+        next
     }
 
     /// Number of chains still waiting to be re-delivered.
@@ -74,20 +87,29 @@ impl Resume {
         self.pending.len()
     }
 
-    #[inline]
+    /// Tells the journal, if any, of a pop (called only on the journaled path).
     pub(crate) fn popped(&mut self, head: u16) {
         if let Some(j) = &mut self.journal {
             j.popped(head);
         }
     }
 
-    #[inline]
+    /// Tells the journal, if any, of a used element: one flag read when there is none.
+    #[inline(always)]
     pub(crate) fn used(&mut self, head: u16) {
+        if self.active {
+            self.used_slow(head);
+        }
+    }
+
+    #[inline(never)]
+    fn used_slow(&mut self, head: u16) {
         if let Some(j) = &mut self.journal {
             j.used(head);
         }
     }
 
+    /// Tells the journal, if any, of a publish.
     #[inline]
     pub(crate) fn published(&mut self, used_idx: u16) {
         if let Some(j) = &mut self.journal {
@@ -101,6 +123,7 @@ impl Resume {
         if let Some(j) = &mut self.journal {
             j.reset();
         }
+        self.refresh();
     }
 }
 

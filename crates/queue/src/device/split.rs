@@ -265,10 +265,30 @@ impl SplitDeviceQueue {
     /// `avail.idx` is read only when the cached copy says the ring is empty. The head must be
     /// below the queue size and not already held by the device.
     pub fn pop(&mut self) -> Result<Option<AvailChain>, DeviceQueueError> {
+        if self.resume.is_active() {
+            return self.pop_journaled();
+        }
+        self.pop_untracked()
+    }
+
+    /// [`Self::pop`] with re-delivery first and the journal told (see `resume.rs`): out of
+    /// line, so that a queue without them pays one branch.
+    #[inline(never)]
+    fn pop_journaled(&mut self) -> Result<Option<AvailChain>, DeviceQueueError> {
         self.check_broken()?;
         if let Some(chain) = self.resume.next() {
             return Ok(Some(chain));
         }
+        let chain = self.pop_untracked()?;
+        if let Some(c) = &chain {
+            self.resume.popped(c.id);
+        }
+        Ok(chain)
+    }
+
+    #[inline(always)]
+    fn pop_untracked(&mut self) -> Result<Option<AvailChain>, DeviceQueueError> {
+        self.check_broken()?;
         if self.next_avail == self.shadow_avail && self.read_avail_idx()? == self.next_avail {
             return Ok(None);
         }
@@ -291,7 +311,6 @@ impl SplitDeviceQueue {
             return Err(self.violation(Violation::HeadInFlight { head }));
         }
         self.capacities.forget(head);
-        self.resume.popped(head);
         let chain = AvailChain {
             id: head,
             pos: self.next_avail,
