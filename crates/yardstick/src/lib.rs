@@ -46,8 +46,11 @@ pub const REGION_BASE: u64 = 0x4000_0000;
 /// Which device serves the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Device {
-    /// rust-vmm's `virtio_queue::Queue`.
+    /// rust-vmm's `virtio_queue::Queue`, taking chains with `iter` a batch at a time.
     RustVmm,
+    /// rust-vmm's `virtio_queue::Queue`, taking chains with `pop_descriptor_chain` one at a time
+    /// (the loop of Firecracker-style devices).
+    RustVmmPop,
     /// Vireo's `DeviceQueue` over `VmMemory`.
     Vireo,
 }
@@ -57,6 +60,7 @@ impl Device {
     pub fn name(self) -> &'static str {
         match self {
             Device::RustVmm => "virtio-queue",
+            Device::RustVmmPop => "virtio-queue-pop",
             Device::Vireo => "vireo",
         }
     }
@@ -163,7 +167,7 @@ impl Report {
 
 /// The device half, made before the threads start (so a refused ring fails early).
 enum DeviceHalf {
-    RustVmm(virtio_queue::Queue),
+    RustVmm(rust_vmm::Style, virtio_queue::Queue),
     Vireo(Box<DeviceQueue>),
 }
 
@@ -220,7 +224,12 @@ pub fn run(
     .map_err(YardstickError::Driver)?;
     let config = driver.config();
     let half = match device {
-        Device::RustVmm => DeviceHalf::RustVmm(rust_vmm::queue(&config, &mem)?),
+        Device::RustVmm => {
+            DeviceHalf::RustVmm(rust_vmm::Style::Iter, rust_vmm::queue(&config, &mem)?)
+        }
+        Device::RustVmmPop => {
+            DeviceHalf::RustVmm(rust_vmm::Style::Pop, rust_vmm::queue(&config, &mem)?)
+        }
         Device::Vireo => DeviceHalf::Vireo(Box::new(
             DeviceQueue::new(&vm, &config, DeviceQueueState::default())
                 .map_err(YardstickError::Device)?,
@@ -240,8 +249,8 @@ pub fn run(
             .name(format!("{}-device", device.name()))
             .spawn(move || {
                 let r = match half {
-                    DeviceHalf::RustVmm(q) => {
-                        rust_vmm::run(q, vm.inner(), &opts, &*kick, &*call, &stop)
+                    DeviceHalf::RustVmm(style, q) => {
+                        rust_vmm::run(style, q, vm.inner(), &opts, &*kick, &*call, &stop)
                     }
                     DeviceHalf::Vireo(q) => {
                         vireo_device::run(*q, &vm, &opts, &*kick, &*call, &stop)

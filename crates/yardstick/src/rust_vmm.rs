@@ -39,8 +39,19 @@ pub(crate) fn queue(config: &QueueConfig, mem: &GuestMemoryMmap) -> Result<Queue
     Ok(q)
 }
 
+/// How the device takes chains from rust-vmm's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    /// `iter` per batch: the available index is read once per batch.
+    Iter,
+    /// `pop_descriptor_chain` per chain (the loop of Firecracker-style devices): the available
+    /// index is read for every chain, and each chain is used as soon as it is served.
+    Pop,
+}
+
 /// Runs the device side until it has used `opts.buffers` buffers.
 pub(crate) fn run(
+    style: Style,
     mut queue: Queue,
     mem: &GuestMemoryMmap,
     opts: &Options,
@@ -48,6 +59,9 @@ pub(crate) fn run(
     call: &dyn Notifier,
     stop: &AtomicBool,
 ) -> Result<DeviceStats, YardstickError> {
+    if style == Style::Pop {
+        return run_pop(queue, mem, opts, kick, call, stop);
+    }
     let mut stats = DeviceStats::default();
     let mut done: Vec<(u16, u32)> = Vec::with_capacity(usize::from(opts.batch));
     queue
@@ -75,34 +89,102 @@ pub(crate) fn run(
                     .map_err(YardstickError::RustVmm)?;
             }
             stats.used += done.len() as u64;
-            if opts.notify == NotifyMode::Block
-                && queue
-                    .needs_notification(mem)
-                    .map_err(YardstickError::RustVmm)?
-            {
-                stats.calls += 1;
-                call.notify();
-            }
+            notify(&mut queue, mem, opts, call, &mut stats)?;
         }
         if !any {
-            match opts.notify {
-                NotifyMode::Poll => core::hint::spin_loop(),
-                NotifyMode::Block => {
-                    if !queue
-                        .enable_notification(mem)
-                        .map_err(YardstickError::RustVmm)?
-                    {
-                        stats.sleeps += 1;
-                        kick.wait();
-                    }
-                    queue
-                        .disable_notification(mem)
-                        .map_err(YardstickError::RustVmm)?;
-                }
-            }
+            idle(&mut queue, mem, opts, kick, &mut stats)?;
         }
     }
     Ok(stats)
+}
+
+/// [`run`] in the [`Style::Pop`] way: pop, serve and `add_used` one chain at a time; a
+/// notification decision per `opts.batch` chains and when the ring runs dry.
+fn run_pop(
+    mut queue: Queue,
+    mem: &GuestMemoryMmap,
+    opts: &Options,
+    kick: &dyn Notifier,
+    call: &dyn Notifier,
+    stop: &AtomicBool,
+) -> Result<DeviceStats, YardstickError> {
+    let mut stats = DeviceStats::default();
+    queue
+        .disable_notification(mem)
+        .map_err(YardstickError::RustVmm)?;
+    while stats.used < opts.buffers {
+        if stop.load(Ordering::Relaxed) {
+            return Err(YardstickError::PeerStopped("driver"));
+        }
+        let mut in_batch = 0u16;
+        let mut any = false;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let written = serve(chain, mem, opts.fault)?;
+            queue
+                .add_used(mem, head, written)
+                .map_err(YardstickError::RustVmm)?;
+            stats.used += 1;
+            in_batch += 1;
+            any = true;
+            if in_batch == opts.batch {
+                notify(&mut queue, mem, opts, call, &mut stats)?;
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            notify(&mut queue, mem, opts, call, &mut stats)?;
+        }
+        if !any {
+            idle(&mut queue, mem, opts, kick, &mut stats)?;
+        }
+    }
+    Ok(stats)
+}
+
+/// The per-batch notification decision (blocking mode only).
+fn notify(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    opts: &Options,
+    call: &dyn Notifier,
+    stats: &mut DeviceStats,
+) -> Result<(), YardstickError> {
+    if opts.notify == NotifyMode::Block
+        && queue
+            .needs_notification(mem)
+            .map_err(YardstickError::RustVmm)?
+    {
+        stats.calls += 1;
+        call.notify();
+    }
+    Ok(())
+}
+
+/// Nothing to do: spin (polling), or enable kicks and sleep unless chains arrived meanwhile.
+fn idle(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    opts: &Options,
+    kick: &dyn Notifier,
+    stats: &mut DeviceStats,
+) -> Result<(), YardstickError> {
+    match opts.notify {
+        NotifyMode::Poll => core::hint::spin_loop(),
+        NotifyMode::Block => {
+            if !queue
+                .enable_notification(mem)
+                .map_err(YardstickError::RustVmm)?
+            {
+                stats.sleeps += 1;
+                kick.wait();
+            }
+            queue
+                .disable_notification(mem)
+                .map_err(YardstickError::RustVmm)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the sequence number from the readable descriptor and echoes it into the writable one;

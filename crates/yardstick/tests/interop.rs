@@ -70,7 +70,7 @@ fn vireo_driver_against_vireo_device_over_vm_memory() {
 /// both devices, sleeping on eventfds, so every notification decision counts.
 #[test]
 fn indices_wrap_with_event_idx_and_eventfds() {
-    for device in [Device::RustVmm, Device::Vireo] {
+    for device in [Device::RustVmm, Device::RustVmmPop, Device::Vireo] {
         let opts = Options {
             ring_features: Features::EVENT_IDX | Features::INDIRECT_DESC,
             queue_size: 32,
@@ -93,7 +93,7 @@ fn indices_wrap_with_event_idx_and_eventfds() {
 /// One buffer per batch and the whole ring outstanding: the tightest interleaving.
 #[test]
 fn batch_of_one_with_the_ring_full() {
-    for device in [Device::RustVmm, Device::Vireo] {
+    for device in [Device::RustVmm, Device::RustVmmPop, Device::Vireo] {
         let opts = Options {
             ring_features: Features::EVENT_IDX,
             queue_size: 16,
@@ -112,7 +112,7 @@ fn batch_of_one_with_the_ring_full() {
 /// makes the run fail with a verification error naming that buffer.
 #[test]
 fn a_wrong_echo_or_length_is_caught() {
-    for device in [Device::RustVmm, Device::Vireo] {
+    for device in [Device::RustVmm, Device::RustVmmPop, Device::Vireo] {
         for (fault, what) in [
             (
                 Fault::WrongData { seq: 777 },
