@@ -55,7 +55,10 @@ impl Limits {
 /// `request::range` carries out exactly one segment and answers UNSUPP for more, so this stays 1
 /// until it loops over all of them (the assertion keeps the two in step).
 pub(crate) const MAX_RANGE_SEGMENTS: u32 = 1;
-const _: () = assert!(MAX_RANGE_SEGMENTS == 1, "request::range handles one segment");
+const _: () = assert!(
+    MAX_RANGE_SEGMENTS == 1,
+    "request::range handles one segment"
+);
 
 /// The feature bits offered.
 pub(crate) fn features(storage: &dyn Storage, options: &BlkOptions) -> u64 {
