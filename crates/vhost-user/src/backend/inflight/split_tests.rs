@@ -27,7 +27,7 @@ struct Dev {
 impl Dev {
     fn new(size: u16) -> Self {
         let mut r = record(size);
-        assert_eq!(r.recover(0, 0).unwrap().heads, []);
+        assert!(r.recover(0, 0).unwrap().heads.is_empty());
         Dev {
             r,
             used_idx: 0,
@@ -159,7 +159,7 @@ fn crash_in_the_middle_of_clearing_finishes_the_batch() {
     // The first of the batch was cleared, then the crash.
     d.r.put_u8(desc(2) + D_INFLIGHT, 0, ordering::FIELD);
     let out = d.restart().unwrap();
-    assert_eq!(out.heads, []);
+    assert!(out.heads.is_empty(), "{:?}", out.heads);
     assert_eq!(out.next_avail, Some(3));
 }
 
