@@ -202,6 +202,12 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// (minimum, median, maximum).
+fn spread(v: &mut [f64]) -> (f64, f64, f64) {
+    let m = median(v);
+    (v[0], m, v[v.len() - 1])
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -246,15 +252,20 @@ fn main() {
             generic_ratio.push(t[1] / t[0]);
             enum_ratio.push(t[2] / t[0]);
         }
+        let (g, e) = (spread(&mut generic_ratio), spread(&mut enum_ratio));
         println!(
-            "{name}: median ns/buffer direct {:.1}, generic {:.1}, enum {:.1}; median ratios \
-             generic/direct {:.3}, enum/direct {:.3} ({rounds} interleaved rounds, single thread, \
-             batch {BATCH})",
+            "{name}: median ns/buffer direct {:.1}, generic {:.1}, enum {:.1}; ratios (median \
+             [min, max]) generic/direct {:.3} [{:.3}, {:.3}], enum/direct {:.3} [{:.3}, {:.3}] \
+             ({rounds} interleaved rounds, single thread, batch {BATCH})",
             median(&mut ns[0]),
             median(&mut ns[1]),
             median(&mut ns[2]),
-            median(&mut generic_ratio),
-            median(&mut enum_ratio),
+            g.1,
+            g.0,
+            g.2,
+            e.1,
+            e.0,
+            e.2,
         );
     }
 }
