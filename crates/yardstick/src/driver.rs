@@ -28,6 +28,18 @@ pub(crate) struct DriverStats {
 }
 
 impl DriverStats {
+    /// Nothing completed yet, room to mark `buffers` sequence numbers.
+    pub fn new(buffers: u64) -> Result<Self, YardstickError> {
+        let words = usize::try_from(buffers.div_ceil(64))
+            .map_err(|_| YardstickError::Options("too many buffers"))?;
+        Ok(DriverStats {
+            completed: 0,
+            kicks: 0,
+            sleeps: 0,
+            seen: vec![0u64; words],
+        })
+    }
+
     /// True when every one of `buffers` sequence numbers was seen exactly once.
     pub fn verified(&self, buffers: u64) -> bool {
         self.completed == buffers
@@ -56,14 +68,7 @@ pub(crate) fn run<M: GuestMemory>(
     opts: &Options,
 ) -> Result<DriverStats, YardstickError> {
     let mut free_slots: Vec<u16> = (0..opts.outstanding).rev().collect();
-    let words = usize::try_from(opts.buffers.div_ceil(64))
-        .map_err(|_| YardstickError::Options("too many buffers"))?;
-    let mut stats = DriverStats {
-        completed: 0,
-        kicks: 0,
-        sleeps: 0,
-        seen: vec![0u64; words],
-    };
+    let mut stats = DriverStats::new(opts.buffers)?;
     let mut next_seq: u64 = 0;
     queue
         .disable_used_notifications()
@@ -73,38 +78,11 @@ pub(crate) fn run<M: GuestMemory>(
             return Err(YardstickError::PeerStopped("device"));
         }
         let added = add_batch(&mut queue, side, opts, &mut free_slots, &mut next_seq)?;
-        if added > 0 {
-            match opts.notify {
-                // Polling: publish only; nobody waits for a kick.
-                NotifyMode::Poll => queue.publish().map_err(YardstickError::Driver)?,
-                NotifyMode::Block => {
-                    if queue.kick_prepare().map_err(YardstickError::Driver)? {
-                        stats.kicks += 1;
-                        side.kick.notify();
-                    }
-                }
-            }
+        if added > 0 && announce(&mut queue, opts.notify)? {
+            stats.kicks += 1;
+            side.kick.notify();
         }
-        let mut reaped = 0u32;
-        while let Some(used) = queue.pop_used().map_err(YardstickError::Driver)? {
-            let seq = used.token >> SLOT_BITS;
-            let slot = (used.token & ((1 << SLOT_BITS) - 1)) as u16;
-            let writable =
-                side.buffers_base + u64::from(slot) * SLOT_BYTES + u64::from(READABLE_LEN);
-            verify(side.mem, writable, seq, used.written)?;
-            let word = stats
-                .seen
-                .get_mut((seq / 64) as usize)
-                .ok_or(YardstickError::Verification("token out of range", seq))?;
-            let bit = 1u64 << (seq % 64);
-            if *word & bit != 0 {
-                return Err(YardstickError::Verification("token came back twice", seq));
-            }
-            *word |= bit;
-            free_slots.push(slot);
-            stats.completed += 1;
-            reaped += 1;
-        }
+        let reaped = reap(&mut queue, side, &mut stats, &mut free_slots)?;
         if reaped == 0 && added == 0 {
             match opts.notify {
                 NotifyMode::Poll => core::hint::spin_loop(),
@@ -126,9 +104,53 @@ pub(crate) fn run<M: GuestMemory>(
     Ok(stats)
 }
 
+/// Makes the buffers just added visible: polling publishes only (nobody waits for a kick);
+/// blocking also answers whether the device wants a kick.
+pub(crate) fn announce(
+    queue: &mut DriverQueue<u64>,
+    mode: NotifyMode,
+) -> Result<bool, YardstickError> {
+    match mode {
+        NotifyMode::Poll => queue
+            .publish()
+            .map(|()| false)
+            .map_err(YardstickError::Driver),
+        NotifyMode::Block => queue.kick_prepare().map_err(YardstickError::Driver),
+    }
+}
+
+/// Reaps every used buffer that is ready, verifying each; returns how many.
+pub(crate) fn reap<M: GuestMemory>(
+    queue: &mut DriverQueue<u64>,
+    side: &DriverSide<'_, M>,
+    stats: &mut DriverStats,
+    free_slots: &mut Vec<u16>,
+) -> Result<u32, YardstickError> {
+    let mut reaped = 0u32;
+    while let Some(used) = queue.pop_used().map_err(YardstickError::Driver)? {
+        let seq = used.token >> SLOT_BITS;
+        let slot = (used.token & ((1 << SLOT_BITS) - 1)) as u16;
+        let writable = side.buffers_base + u64::from(slot) * SLOT_BYTES + u64::from(READABLE_LEN);
+        verify(side.mem, writable, seq, used.written)?;
+        let word = stats
+            .seen
+            .get_mut((seq / 64) as usize)
+            .ok_or(YardstickError::Verification("token out of range", seq))?;
+        let bit = 1u64 << (seq % 64);
+        if *word & bit != 0 {
+            return Err(YardstickError::Verification("token came back twice", seq));
+        }
+        *word |= bit;
+        free_slots.push(slot);
+        stats.completed += 1;
+        reaped += 1;
+    }
+    Ok(reaped)
+}
+
 /// Adds up to one batch of buffers (a readable segment carrying the sequence number and a
 /// writable one); returns how many were added.
-fn add_batch<M: GuestMemory>(
+pub(crate) fn add_batch<M: GuestMemory>(
     queue: &mut DriverQueue<u64>,
     side: &DriverSide<'_, M>,
     opts: &Options,

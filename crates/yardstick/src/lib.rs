@@ -20,6 +20,7 @@ mod driver;
 mod error;
 mod notify;
 mod rust_vmm;
+mod single;
 mod vireo_device;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 pub use error::YardstickError;
 pub use notify::{EventFdNotifier, NotifierPair, NotifyKind};
+pub use single::run_single_thread;
 pub use vireo_queue::loopback::{
     expected_written, CondvarNotifier, Notifier, NotifyMode, PollingNotifier, ECHO_MASK,
 };
@@ -165,20 +167,23 @@ impl Report {
     }
 }
 
-/// The device half, made before the threads start (so a refused ring fails early).
+/// The device half, made before any loop starts (so a refused ring fails early).
 enum DeviceHalf {
-    RustVmm(rust_vmm::Style, virtio_queue::Queue),
+    RustVmm(rust_vmm::RustVmmDevice),
     Vireo(Box<DeviceQueue>),
 }
 
-/// Runs one ring: sets up the memory and both sides, runs the driver on this thread and
-/// `device` on a new one, and returns what was measured.
-pub fn run(
-    opts: &Options,
-    device: Device,
-    kick: Arc<dyn Notifier>,
-    call: Arc<dyn Notifier>,
-) -> Result<Report, YardstickError> {
+/// Memory, driver and device of one run, ready to go.
+struct Setup {
+    vm: VmMemory,
+    driver: DriverQueue<u64>,
+    half: DeviceHalf,
+    buffers_base: u64,
+}
+
+/// Checks `opts`, makes the memory (the ring, then one slot per outstanding buffer), the driver
+/// and `device`.
+fn setup(opts: &Options, device: Device) -> Result<Setup, YardstickError> {
     if opts.outstanding == 0 || opts.outstanding > opts.queue_size {
         return Err(YardstickError::Options(
             "outstanding must be between 1 and the queue size",
@@ -223,19 +228,43 @@ pub fn run(
     )
     .map_err(YardstickError::Driver)?;
     let config = driver.config();
+    let rust_vmm = |style| -> Result<DeviceHalf, YardstickError> {
+        Ok(DeviceHalf::RustVmm(rust_vmm::RustVmmDevice::new(
+            style,
+            rust_vmm::queue(&config, &mem)?,
+            opts,
+        )))
+    };
     let half = match device {
-        Device::RustVmm => {
-            DeviceHalf::RustVmm(rust_vmm::Style::Iter, rust_vmm::queue(&config, &mem)?)
-        }
-        Device::RustVmmPop => {
-            DeviceHalf::RustVmm(rust_vmm::Style::Pop, rust_vmm::queue(&config, &mem)?)
-        }
+        Device::RustVmm => rust_vmm(rust_vmm::Style::Iter)?,
+        Device::RustVmmPop => rust_vmm(rust_vmm::Style::Pop)?,
         Device::Vireo => DeviceHalf::Vireo(Box::new(
             DeviceQueue::new(&vm, &config, DeviceQueueState::default())
                 .map_err(YardstickError::Device)?,
         )),
     };
+    Ok(Setup {
+        vm,
+        driver,
+        half,
+        buffers_base: REGION_BASE + ring_bytes as u64,
+    })
+}
 
+/// Runs one ring: sets up the memory and both sides, runs the driver on this thread and
+/// `device` on a new one, and returns what was measured.
+pub fn run(
+    opts: &Options,
+    device: Device,
+    kick: Arc<dyn Notifier>,
+    call: Arc<dyn Notifier>,
+) -> Result<Report, YardstickError> {
+    let Setup {
+        vm,
+        driver,
+        half,
+        buffers_base,
+    } = setup(opts, device)?;
     let stop = Arc::new(AtomicBool::new(false));
     let device_thread = {
         let (vm, kick, call, stop) = (
@@ -249,8 +278,8 @@ pub fn run(
             .name(format!("{}-device", device.name()))
             .spawn(move || {
                 let r = match half {
-                    DeviceHalf::RustVmm(style, q) => {
-                        rust_vmm::run(style, q, vm.inner(), &opts, &*kick, &*call, &stop)
+                    DeviceHalf::RustVmm(d) => {
+                        rust_vmm::run(d, vm.inner(), &opts, &*kick, &*call, &stop)
                     }
                     DeviceHalf::Vireo(q) => {
                         vireo_device::run(*q, &vm, &opts, &*kick, &*call, &stop)
@@ -266,7 +295,7 @@ pub fn run(
     };
     let side = driver::DriverSide {
         mem: &vm,
-        buffers_base: REGION_BASE + ring_bytes as u64,
+        buffers_base,
         kick: &*kick,
         call: &*call,
         stop: &stop,

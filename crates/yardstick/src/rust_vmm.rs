@@ -49,94 +49,118 @@ pub(crate) enum Style {
     Pop,
 }
 
-/// Runs the device side until it has used `opts.buffers` buffers.
-pub(crate) fn run(
-    style: Style,
-    mut queue: Queue,
-    mem: &GuestMemoryMmap,
-    opts: &Options,
-    kick: &dyn Notifier,
-    call: &dyn Notifier,
-    stop: &AtomicBool,
-) -> Result<DeviceStats, YardstickError> {
-    if style == Style::Pop {
-        return run_pop(queue, mem, opts, kick, call, stop);
-    }
-    let mut stats = DeviceStats::default();
-    let mut done: Vec<(u16, u32)> = Vec::with_capacity(usize::from(opts.batch));
-    queue
-        .disable_notification(mem)
-        .map_err(YardstickError::RustVmm)?;
-    while stats.used < opts.buffers {
-        if stop.load(Ordering::Relaxed) {
-            return Err(YardstickError::PeerStopped("driver"));
+/// rust-vmm's queue with what the device loop keeps between batches.
+pub(crate) struct RustVmmDevice {
+    pub style: Style,
+    pub queue: Queue,
+    /// The chains served in the current batch (`Style::Iter`), used after `iter` is dropped;
+    /// allocated once.
+    done: Vec<(u16, u32)>,
+}
+
+impl RustVmmDevice {
+    pub fn new(style: Style, queue: Queue, opts: &Options) -> Self {
+        RustVmmDevice {
+            style,
+            queue,
+            done: Vec::with_capacity(usize::from(opts.batch)),
         }
-        let mut any = false;
+    }
+
+    /// Serves every chain available now, deciding on a notification per batch; returns how
+    /// many chains were used.
+    pub fn drain(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        opts: &Options,
+        call: &dyn Notifier,
+        stats: &mut DeviceStats,
+    ) -> Result<u64, YardstickError> {
+        match self.style {
+            Style::Iter => self.drain_iter(mem, opts, call, stats),
+            Style::Pop => self.drain_pop(mem, opts, call, stats),
+        }
+    }
+
+    fn drain_iter(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        opts: &Options,
+        call: &dyn Notifier,
+        stats: &mut DeviceStats,
+    ) -> Result<u64, YardstickError> {
+        let mut used = 0;
         loop {
-            done.clear();
-            let iter = queue.iter(mem).map_err(YardstickError::RustVmm)?;
+            self.done.clear();
+            let iter = self.queue.iter(mem).map_err(YardstickError::RustVmm)?;
             for chain in iter.take(usize::from(opts.batch)) {
                 let head = chain.head_index();
-                done.push((head, serve(chain, mem, opts.fault)?));
+                self.done.push((head, serve(chain, mem, opts.fault)?));
             }
-            if done.is_empty() {
-                break;
+            if self.done.is_empty() {
+                return Ok(used);
             }
-            any = true;
-            for &(head, written) in &done {
-                queue
+            for &(head, written) in &self.done {
+                self.queue
                     .add_used(mem, head, written)
                     .map_err(YardstickError::RustVmm)?;
             }
-            stats.used += done.len() as u64;
-            notify(&mut queue, mem, opts, call, &mut stats)?;
-        }
-        if !any {
-            idle(&mut queue, mem, opts, kick, &mut stats)?;
+            used += self.done.len() as u64;
+            stats.used += self.done.len() as u64;
+            notify(&mut self.queue, mem, opts, call, stats)?;
         }
     }
-    Ok(stats)
-}
 
-/// [`run`] in the [`Style::Pop`] way: pop, serve and `add_used` one chain at a time; a
-/// notification decision per `opts.batch` chains and when the ring runs dry.
-fn run_pop(
-    mut queue: Queue,
-    mem: &GuestMemoryMmap,
-    opts: &Options,
-    kick: &dyn Notifier,
-    call: &dyn Notifier,
-    stop: &AtomicBool,
-) -> Result<DeviceStats, YardstickError> {
-    let mut stats = DeviceStats::default();
-    queue
-        .disable_notification(mem)
-        .map_err(YardstickError::RustVmm)?;
-    while stats.used < opts.buffers {
-        if stop.load(Ordering::Relaxed) {
-            return Err(YardstickError::PeerStopped("driver"));
-        }
+    fn drain_pop(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        opts: &Options,
+        call: &dyn Notifier,
+        stats: &mut DeviceStats,
+    ) -> Result<u64, YardstickError> {
+        let mut used = 0;
         let mut in_batch = 0u16;
-        let mut any = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        while let Some(chain) = self.queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             let written = serve(chain, mem, opts.fault)?;
-            queue
+            self.queue
                 .add_used(mem, head, written)
                 .map_err(YardstickError::RustVmm)?;
+            used += 1;
             stats.used += 1;
             in_batch += 1;
-            any = true;
             if in_batch == opts.batch {
-                notify(&mut queue, mem, opts, call, &mut stats)?;
+                notify(&mut self.queue, mem, opts, call, stats)?;
                 in_batch = 0;
             }
         }
         if in_batch > 0 {
-            notify(&mut queue, mem, opts, call, &mut stats)?;
+            notify(&mut self.queue, mem, opts, call, stats)?;
         }
-        if !any {
-            idle(&mut queue, mem, opts, kick, &mut stats)?;
+        Ok(used)
+    }
+}
+
+/// Runs the device side until it has used `opts.buffers` buffers.
+pub(crate) fn run(
+    mut device: RustVmmDevice,
+    mem: &GuestMemoryMmap,
+    opts: &Options,
+    kick: &dyn Notifier,
+    call: &dyn Notifier,
+    stop: &AtomicBool,
+) -> Result<DeviceStats, YardstickError> {
+    let mut stats = DeviceStats::default();
+    device
+        .queue
+        .disable_notification(mem)
+        .map_err(YardstickError::RustVmm)?;
+    while stats.used < opts.buffers {
+        if stop.load(Ordering::Relaxed) {
+            return Err(YardstickError::PeerStopped("driver"));
+        }
+        if device.drain(mem, opts, call, &mut stats)? == 0 {
+            idle(&mut device.queue, mem, opts, kick, &mut stats)?;
         }
     }
     Ok(stats)

@@ -26,25 +26,7 @@ pub(crate) fn run(
         if stop.load(Ordering::Relaxed) {
             return Err(YardstickError::PeerStopped("driver"));
         }
-        let mut in_batch = 0u16;
-        let mut any = false;
-        while let Some(chain) = queue.pop().map_err(YardstickError::Device)? {
-            let written = serve(&queue, &chain, mem, opts.fault)?;
-            queue
-                .add_used(&chain, written)
-                .map_err(YardstickError::Device)?;
-            stats.used += 1;
-            in_batch += 1;
-            any = true;
-            if in_batch == opts.batch {
-                publish(&mut queue, call, opts.notify, &mut stats)?;
-                in_batch = 0;
-            }
-        }
-        if in_batch > 0 {
-            publish(&mut queue, call, opts.notify, &mut stats)?;
-        }
-        if !any {
+        if drain(&mut queue, mem, opts, call, &mut stats)? == 0 {
             match opts.notify {
                 NotifyMode::Poll => core::hint::spin_loop(),
                 NotifyMode::Block => {
@@ -58,6 +40,36 @@ pub(crate) fn run(
         }
     }
     Ok(stats)
+}
+
+/// Serves every chain available now, publishing and deciding on a notification per batch;
+/// returns how many chains were used.
+pub(crate) fn drain(
+    queue: &mut DeviceQueue,
+    mem: &VmMemory,
+    opts: &Options,
+    call: &dyn Notifier,
+    stats: &mut DeviceStats,
+) -> Result<u64, YardstickError> {
+    let mut used = 0;
+    let mut in_batch = 0u16;
+    while let Some(chain) = queue.pop().map_err(YardstickError::Device)? {
+        let written = serve(queue, &chain, mem, opts.fault)?;
+        queue
+            .add_used(&chain, written)
+            .map_err(YardstickError::Device)?;
+        used += 1;
+        stats.used += 1;
+        in_batch += 1;
+        if in_batch == opts.batch {
+            publish(queue, call, opts.notify, stats)?;
+            in_batch = 0;
+        }
+    }
+    if in_batch > 0 {
+        publish(queue, call, opts.notify, stats)?;
+    }
+    Ok(used)
 }
 
 fn publish(

@@ -8,7 +8,7 @@
 //! wrong echo or a wrong length from the device is caught.
 
 use vireo_spec::Features;
-use vireo_yardstick::{run, Device, Fault, NotifyKind, Options, YardstickError};
+use vireo_yardstick::{run, run_single_thread, Device, Fault, NotifyKind, Options, YardstickError};
 
 fn feature_sets() -> [Features; 4] {
     [
@@ -157,6 +157,36 @@ fn packed_and_bad_options_are_refused() {
         assert!(matches!(
             run(&opts, Device::RustVmm, kick, call),
             Err(YardstickError::Options(_))
+        ));
+    }
+}
+
+/// Both sides on one thread taking turns (what the single-thread benchmark and instruction
+/// counts run): every device, every feature set, every token verified.
+#[test]
+fn single_thread_turns_verify_every_token() {
+    for device in [Device::RustVmm, Device::RustVmmPop, Device::Vireo] {
+        for features in feature_sets() {
+            let opts = Options {
+                ring_features: features,
+                queue_size: 64,
+                outstanding: 40,
+                batch: 9,
+                buffers: 70_000,
+                ..Options::default()
+            };
+            let report = run_single_thread(&opts, device)
+                .unwrap_or_else(|e| panic!("{device:?} {features:?}: {e}"));
+            assert!(report.verified, "{device:?} {features:?}: {report:?}");
+        }
+        let faulty = Options {
+            fault: Some(Fault::WrongData { seq: 12_345 }),
+            buffers: 20_000,
+            ..Options::default()
+        };
+        assert!(matches!(
+            run_single_thread(&faulty, device),
+            Err(YardstickError::Verification(_, 12_345))
         ));
     }
 }
