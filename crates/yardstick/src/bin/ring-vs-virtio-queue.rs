@@ -7,13 +7,18 @@
 //! own ratio ("pop"). Every run verifies every token.
 //!
 //! Usage: ring-vs-virtio-queue [--rounds N] [--buffers N] [--batch N] [--outstanding N]
-//!        [--queue-size N] [--only NAME]
+//!        [--queue-size N] [--only NAME] [--single-thread] [--count DEVICE]
+//! `--single-thread`: both sides on one thread taking turns (polling configurations): the work
+//! per buffer without scheduling noise. `--count DEVICE` (vireo, virtio-queue,
+//! virtio-queue-pop): one single-thread run of that device, for `valgrind --tool=callgrind`.
 //! (eventfd configurations run a quarter of the buffers).
 
 use std::process::ExitCode;
 
 use vireo_spec::Features;
-use vireo_yardstick::{run, Device, NotifyKind, Options, Report, YardstickError};
+use vireo_yardstick::{
+    run, run_single_thread, Device, NotifyKind, Options, Report, YardstickError,
+};
 
 /// One configuration: a name, ring features, how idle sides wait.
 struct Config {
@@ -58,6 +63,10 @@ struct Args {
     rounds: usize,
     base: Options,
     only: Option<String>,
+    /// Both sides on one thread taking turns (polling configurations only).
+    single_thread: bool,
+    /// Run only this device, once, single-threaded (for instruction counts).
+    count: Option<Device>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -68,9 +77,15 @@ fn parse_args() -> Result<Args, String> {
             ..Options::default()
         },
         only: None,
+        single_thread: false,
+        count: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--single-thread" {
+            args.single_thread = true;
+            continue;
+        }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let number = || {
             value
@@ -87,15 +102,33 @@ fn parse_args() -> Result<Args, String> {
             "--outstanding" => args.base.outstanding = small()?,
             "--queue-size" => args.base.queue_size = small()?,
             "--only" => args.only = Some(value),
+            "--count" => {
+                args.count = Some(
+                    DEVICES
+                        .into_iter()
+                        .find(|d| d.name() == value)
+                        .ok_or(format!("--count {value}: not a device"))?,
+                );
+                args.single_thread = true;
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     Ok(args)
 }
 
-fn one(opts: &Options, cfg: &Config, device: Device) -> Result<Report, YardstickError> {
-    let (kick, call) = cfg.kind.pair()?;
-    let report = run(opts, device, kick, call)?;
+fn one(
+    opts: &Options,
+    cfg: &Config,
+    device: Device,
+    single_thread: bool,
+) -> Result<Report, YardstickError> {
+    let report = if single_thread {
+        run_single_thread(opts, device)?
+    } else {
+        let (kick, call) = cfg.kind.pair()?;
+        run(opts, device, kick, call)?
+    };
     if !report.verified {
         return Err(YardstickError::Verification(
             "not every token came back exactly once",
@@ -131,7 +164,7 @@ fn bench(args: &Args, cfg: &Config) -> Result<(), YardstickError> {
         ..opts
     };
     for device in DEVICES {
-        one(&warm, cfg, device)?;
+        one(&warm, cfg, device, args.single_thread)?;
     }
     // ns/buffer per round, in DEVICES order.
     let mut ns: [Vec<f64>; 3] = Default::default();
@@ -144,7 +177,7 @@ fn bench(args: &Args, cfg: &Config) -> Result<(), YardstickError> {
             let (Some(&device), Some(slot)) = (DEVICES.get(i), round_ns.get_mut(i)) else {
                 continue;
             };
-            *slot = one(&opts, cfg, device)?.ns_per_buffer();
+            *slot = one(&opts, cfg, device, args.single_thread)?.ns_per_buffer();
         }
         let [v, q, p] = round_ns;
         println!(
@@ -163,8 +196,9 @@ fn bench(args: &Args, cfg: &Config) -> Result<(), YardstickError> {
     let [ours, theirs, pop] = &mut ns;
     let (best_ours, best_theirs, best_pop) = (best(ours), best(theirs), best(pop));
     println!(
-        "SUMMARY {:<18} buffers {:>7} batch {:>3} outstanding {:>4} rounds {:>3}: median ns/buf vireo {:>6.1} virtio-queue {:>6.1} (pop {:>6.1}); median ratio vireo/virtio-queue {:.3} (pop {:.3}); best {:.1} vs {:.1} (pop {:.1}) ratio {:.3} (pop {:.3})",
+        "SUMMARY {:<18}{} buffers {:>7} batch {:>3} outstanding {:>4} rounds {:>3}: median ns/buf vireo {:>6.1} virtio-queue {:>6.1} (pop {:>6.1}); median ratio vireo/virtio-queue {:.3} (pop {:.3}); best {:.1} vs {:.1} (pop {:.1}) ratio {:.3} (pop {:.3})",
         cfg.name,
+        if args.single_thread { " single-thread" } else { "" },
         opts.buffers,
         opts.batch,
         opts.outstanding,
@@ -183,6 +217,24 @@ fn bench(args: &Args, cfg: &Config) -> Result<(), YardstickError> {
     Ok(())
 }
 
+/// One single-thread run of `device` (under callgrind: instructions per buffer are the
+/// difference of two such runs over the difference of their buffers).
+fn count(args: &Args, cfg: &Config, device: Device) -> Result<(), YardstickError> {
+    let opts = Options {
+        ring_features: cfg.features,
+        ..args.base
+    };
+    let r = one(&opts, cfg, device, true)?;
+    println!(
+        "COUNT {} {} buffers {}: {:.1} ns/buf",
+        cfg.name,
+        device.name(),
+        r.completed,
+        r.ns_per_buffer()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -192,10 +244,16 @@ fn main() -> ExitCode {
         }
     };
     for cfg in &CONFIGS {
-        if args.only.as_deref().is_some_and(|o| o != cfg.name) {
+        if args.only.as_deref().is_some_and(|o| o != cfg.name)
+            || (args.single_thread && cfg.kind != NotifyKind::Poll)
+        {
             continue;
         }
-        if let Err(e) = bench(&args, cfg) {
+        let result = match args.count {
+            Some(device) => count(&args, cfg, device),
+            None => bench(&args, cfg),
+        };
+        if let Err(e) = result {
             eprintln!("ring-vs-virtio-queue: {}: {e}", cfg.name);
             return ExitCode::FAILURE;
         }
