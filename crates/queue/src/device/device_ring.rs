@@ -1,41 +1,4 @@
 //! [`DeviceRing`]: the one device-side interface of a virtqueue, whatever its format.
-//!
-//! Implemented by [`SplitDeviceQueue`] (virtio 1.2 §2.7), [`PackedDeviceQueue`] (§2.8) and the
-//! [`DeviceQueue`] enum. Write the device loop once, generic over `Q: DeviceRing`; pick the
-//! format once (a `match` on [`DeviceQueue`]) and call the generic function from each arm: the
-//! compiler makes one copy of the loop per format, so there is no dispatch per call and the
-//! loop is exactly as fast as one written against the format's own type (the dispatch bench,
-//! `cargo bench -p vireo-queue --bench dispatch`, measures it). Passing the enum itself also
-//! works, with a `match` in every call.
-//!
-//! ```
-//! use vireo_memory::GuestMemory;
-//! use vireo_queue::device::{DeviceQueue, DeviceQueueError, DeviceRing, Direction};
-//!
-//! /// Uses every available chain, reporting its writable bytes as written.
-//! fn serve<Q: DeviceRing, M: GuestMemory>(q: &mut Q, mem: &M) -> Result<bool, DeviceQueueError> {
-//!     while let Some(chain) = q.pop()? {
-//!         let mut written = 0u32;
-//!         for segment in q.chain(&chain, mem) {
-//!             let segment = segment?;
-//!             if segment.direction == Direction::DeviceWritable {
-//!                 written = written.saturating_add(segment.slice.len() as u32);
-//!             }
-//!         }
-//!         q.add_used(&chain, written)?;
-//!     }
-//!     q.publish_used()?;
-//!     q.needs_notification()
-//! }
-//!
-//! /// The format is chosen here, once per call of `serve`, not once per ring operation.
-//! fn serve_any<M: GuestMemory>(q: &mut DeviceQueue, mem: &M) -> Result<bool, DeviceQueueError> {
-//!     match q {
-//!         DeviceQueue::Split(q) => serve(q, mem),
-//!         DeviceQueue::Packed(q) => serve(q, mem),
-//!     }
-//! }
-//! ```
 
 use core::fmt;
 
@@ -50,11 +13,56 @@ use crate::RingFormat;
 
 /// A device-side virtqueue: the calls a device makes on its ring, in either format.
 ///
+/// Implemented by [`SplitDeviceQueue`] (virtio 1.2 §2.7), [`PackedDeviceQueue`] (§2.8) and the
+/// [`DeviceQueue`] enum. Write the device loop once, generic over `Q: DeviceRing`; pick the
+/// format once (a `match` on [`DeviceQueue`]) and call the generic function from each arm: the
+/// compiler makes one copy of the loop per format, so there is no dispatch per call and the
+/// loop is exactly as fast as one written against the format's own type (the dispatch bench,
+/// `cargo bench -p vireo-queue --bench dispatch`, measures it). Passing the enum itself also
+/// works, with a `match` in every call.
+///
+/// ```
+/// use vireo_memory::GuestMemory;
+/// use vireo_queue::device::{DeviceQueue, DeviceQueueError, DeviceRing, Direction};
+///
+/// /// Uses every available chain, reporting its writable bytes as written.
+/// fn serve<Q: DeviceRing, M: GuestMemory>(
+///     q: &mut Q,
+///     mem: &M,
+/// ) -> Result<bool, DeviceQueueError> {
+///     while let Some(chain) = q.pop()? {
+///         let mut written = 0u32;
+///         for segment in q.chain(&chain, mem) {
+///             let segment = segment?;
+///             if segment.direction == Direction::DeviceWritable {
+///                 written = written.saturating_add(segment.slice.len() as u32);
+///             }
+///         }
+///         q.add_used(&chain, written)?;
+///     }
+///     q.publish_used()?;
+///     q.needs_notification()
+/// }
+///
+/// /// The format is chosen here, once per call of `serve`, not once per ring operation.
+/// fn serve_any<M: GuestMemory>(
+///     q: &mut DeviceQueue,
+///     mem: &M,
+/// ) -> Result<bool, DeviceQueueError> {
+///     match q {
+///         DeviceQueue::Split(q) => serve(q, mem),
+///         DeviceQueue::Packed(q) => serve(q, mem),
+///     }
+/// }
+/// ```
+///
 /// Each method is the format's own (see [`SplitDeviceQueue`] and [`PackedDeviceQueue`] for the
 /// rules, and the [module policy](crate::device) for a driver that breaks one).
 pub trait DeviceRing {
     /// The reader [`Self::chain`] returns: the validated segments of one popped chain,
-    /// device-readable ones first, ending at the first error.
+    /// device-readable ones first, ending at the first error. All three implementations return
+    /// [`ChainReader`] today; being an associated type, a format's own reader can take its
+    /// place without changing code written against the trait.
     type Chain<'q, 'm, M: GuestMemory + 'm>: Iterator<Item = Result<Segment<'m>, DeviceQueueError>>
         + Clone
         + fmt::Debug

@@ -1,33 +1,4 @@
 //! [`DriverRing`]: the one driver-side interface of a virtqueue, whatever its format.
-//!
-//! Implemented by [`SplitDriverQueue`] (virtio 1.2 §2.7), [`PackedDriverQueue`] (§2.8) and the
-//! [`DriverQueue`] enum. Write the driver loop once, generic over `Q: DriverRing<T>`; pick the
-//! format once (a `match` on [`DriverQueue`]) and call the generic function from each arm: the
-//! compiler makes one copy of the loop per format, so there is no dispatch per call and the
-//! loop is exactly as fast as one written against the format's own type (the dispatch bench,
-//! `cargo bench -p vireo-queue --bench dispatch`, measures it). Passing the enum itself also
-//! works, with a `match` in every call.
-//!
-//! ```
-//! use vireo_queue::driver::{BufferSegment, DriverQueue, DriverQueueError, DriverRing};
-//!
-//! /// Offers `bufs` to the device as writable buffers (token: the index); true if the device
-//! /// wants a notification.
-//! fn offer<Q: DriverRing<usize>>(q: &mut Q, bufs: &[BufferSegment]) -> Result<bool, DriverQueueError> {
-//!     for (i, b) in bufs.iter().enumerate() {
-//!         q.add(&[], core::slice::from_ref(b), i)?;
-//!     }
-//!     q.kick_prepare()
-//! }
-//!
-//! /// The format is chosen here, once per call of `offer`, not once per ring operation.
-//! fn offer_any(q: &mut DriverQueue<usize>, bufs: &[BufferSegment]) -> Result<bool, DriverQueueError> {
-//!     match q {
-//!         DriverQueue::Split(q) => offer(q, bufs),
-//!         DriverQueue::Packed(q) => offer(q, bufs),
-//!     }
-//! }
-//! ```
 
 use vireo_spec::notification::NotificationData;
 
@@ -38,6 +9,41 @@ use crate::{QueueConfig, RingAddresses, RingFormat};
 
 /// A driver-side virtqueue holding a token of type `T` per buffer: the calls a driver makes on
 /// its ring, in either format.
+///
+/// Implemented by [`SplitDriverQueue`] (virtio 1.2 §2.7), [`PackedDriverQueue`] (§2.8) and the
+/// [`DriverQueue`] enum. Write the driver loop once, generic over `Q: DriverRing<T>`; pick the
+/// format once (a `match` on [`DriverQueue`]) and call the generic function from each arm: the
+/// compiler makes one copy of the loop per format, so there is no dispatch per call and the
+/// loop is exactly as fast as one written against the format's own type (the dispatch bench,
+/// `cargo bench -p vireo-queue --bench dispatch`, measures it). Passing the enum itself also
+/// works, with a `match` in every call.
+///
+/// ```
+/// use vireo_queue::driver::{BufferSegment, DriverQueue, DriverQueueError, DriverRing};
+///
+/// /// Offers `bufs` to the device as writable buffers (token: the index); true if the device
+/// /// wants a notification.
+/// fn offer<Q: DriverRing<usize>>(
+///     q: &mut Q,
+///     bufs: &[BufferSegment],
+/// ) -> Result<bool, DriverQueueError> {
+///     for (i, b) in bufs.iter().enumerate() {
+///         q.add(&[], core::slice::from_ref(b), i)?;
+///     }
+///     q.kick_prepare()
+/// }
+///
+/// /// The format is chosen here, once per call of `offer`, not once per ring operation.
+/// fn offer_any(
+///     q: &mut DriverQueue<usize>,
+///     bufs: &[BufferSegment],
+/// ) -> Result<bool, DriverQueueError> {
+///     match q {
+///         DriverQueue::Split(q) => offer(q, bufs),
+///         DriverQueue::Packed(q) => offer(q, bufs),
+///     }
+/// }
+/// ```
 ///
 /// Each method is the format's own (see [`SplitDriverQueue`] and [`PackedDriverQueue`] for the
 /// rules, and [`crate::driver`] for how a device that breaks one is handled).
