@@ -12,8 +12,15 @@
 # Configurations: poll, poll-event-idx, poll-indirect (busy polling on both sides), eventfd,
 # eventfd-event-idx (idle sides sleep on an eventfd pair; a quarter of the buffers).
 #
+# A third device, rust-vmm's queue driven the Firecracker way (`pop_descriptor_chain` and
+# `add_used` per chain), gets its own "pop" ratio.
+#
 # Usage: scripts/bench/ring-vs-virtio-queue.sh [rounds=15] [buffers=500000] [extra flags...]
 #   extra flags go to the binary: --batch N --outstanding N --queue-size N --only NAME
+#   --single-thread (both sides on one thread taking turns: the work per buffer without the
+#   scheduling noise of two polling threads on shared cores; polling configurations only)
+#   --count DEVICE (one single-thread run of vireo, virtio-queue or virtio-queue-pop, for
+#   `valgrind --tool=callgrind`; see crates/yardstick/README.md)
 # Prints one line per configuration and round, then SUMMARY lines with the median ns/buffer of
 # each device and the median of the per-round ratios vireo/virtio-queue (below 1.0: Vireo's
 # device is faster). The process is pinned with `taskset -c $VIREO_BENCH_CPUS` (default 0-1).
