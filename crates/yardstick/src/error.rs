@@ -29,6 +29,8 @@ pub enum YardstickError {
     PeerStopped(&'static str),
     /// Creating an eventfd failed.
     EventFd(rustix::io::Errno),
+    /// Starting the device thread failed.
+    Spawn(std::io::Error),
     /// A thread panicked.
     ThreadPanicked,
 }
@@ -48,6 +50,7 @@ impl fmt::Display for YardstickError {
             }
             YardstickError::PeerStopped(side) => write!(f, "the {side} side stopped"),
             YardstickError::EventFd(e) => write!(f, "creating an eventfd: {e}"),
+            YardstickError::Spawn(e) => write!(f, "starting the device thread: {e}"),
             YardstickError::ThreadPanicked => write!(f, "a thread panicked"),
         }
     }

@@ -291,7 +291,7 @@ pub fn run(
                 }
                 r
             })
-            .map_err(|_| YardstickError::ThreadPanicked)?
+            .map_err(YardstickError::Spawn)?
     };
     let side = driver::DriverSide {
         mem: &vm,
