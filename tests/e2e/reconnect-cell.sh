@@ -102,11 +102,11 @@ start_vireo() {
 }
 start_vireo || { fail "vireo blk socket not ready in 10 s"; finish; }
 
-# ---- the guest: the blk test with a longer O_DIRECT phase (24 MiB pattern, 16 MiB per writer) ----
+# ---- the guest: the blk test with a longer O_DIRECT phase (32 MiB pattern, ending where the write-zeroes region at 48 MiB starts; 24 MiB per writer), so the kills land mid-run ----
 WD=$((E2E_TIMEOUT - 20))
 APPEND="console=ttyS0 panic=-1 quiet vireo.test=blk vireo.wd=$WD vireo.size=$SIZE"
 APPEND="$APPEND vireo.queues=$((QUEUES < SMP ? QUEUES : SMP)) vireo.hostpat=$HOSTPAT_OFF:$HOSTPAT_LEN:$HOSTPAT_MD5"
-APPEND="$APPEND vireo.guestpat=16:24 vireo.par=64:16"
+APPEND="$APPEND vireo.guestpat=16:32 vireo.par=64:24"
 # shellcheck disable=SC2054 # commas are QEMU's option syntax
 QEMU=(qemu-system-x86_64 -accel "$E2E_ACCEL" -machine q35,memory-backend=mem -m 256M -smp "$SMP"
   -nodefaults -no-user-config -display none -monitor none -serial "file:$DIR/guest.log" -no-reboot
