@@ -14,7 +14,7 @@ use vireo_spec::Features;
 
 use super::error::DriverQueueError;
 use super::DriverQueueOptions;
-use crate::RingFormat;
+use crate::{RingAddresses, RingFormat};
 
 /// Alignment of the descriptor table or ring, and of each indirect table.
 const DESC_ALIGN: usize = desc::ALIGN as usize;
@@ -37,6 +37,17 @@ pub struct RingLayout {
 }
 
 impl RingLayout {
+    /// Guest addresses of the three areas for a ring laid out at `guest_addr` (what the device
+    /// is told: descriptor table/ring, driver area, device area).
+    pub fn addresses(&self, guest_addr: u64) -> RingAddresses {
+        let at = |offset: usize| guest_addr.wrapping_add(offset as u64);
+        RingAddresses {
+            desc_table: at(self.desc_table),
+            driver_area: at(self.driver_area),
+            device_area: at(self.device_area),
+        }
+    }
+
     /// The layout for `format`.
     pub fn new(
         format: RingFormat,

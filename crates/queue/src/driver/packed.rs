@@ -170,12 +170,7 @@ impl<T> PackedDriverQueue<T> {
     /// Guest addresses of the descriptor ring and the driver and device event suppression
     /// structures.
     pub fn addresses(&self) -> RingAddresses {
-        let at = |offset: usize| self.guest_addr.wrapping_add(offset as u64);
-        RingAddresses {
-            desc_table: at(self.layout.desc_table),
-            driver_area: at(self.layout.driver_area),
-            device_area: at(self.layout.device_area),
-        }
+        self.layout.addresses(self.guest_addr)
     }
 
     /// Everything the device side needs to attach to this ring (size, addresses, features).

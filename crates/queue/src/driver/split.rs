@@ -112,12 +112,7 @@ impl<T> SplitDriverQueue<T> {
 
     /// Guest addresses of the descriptor table, available ring and used ring.
     pub fn addresses(&self) -> RingAddresses {
-        let at = |offset: usize| self.guest_addr.wrapping_add(offset as u64);
-        RingAddresses {
-            desc_table: at(self.layout.desc_table),
-            driver_area: at(self.layout.driver_area),
-            device_area: at(self.layout.device_area),
-        }
+        self.layout.addresses(self.guest_addr)
     }
 
     /// Everything the device side needs to attach to this ring (size, addresses, features).
