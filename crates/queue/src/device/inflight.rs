@@ -4,6 +4,8 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::DeviceQueueError;
+
 /// A fixed-size bit set over ids `0..len`.
 #[derive(Debug, Clone)]
 pub(crate) struct InFlight {
@@ -63,6 +65,18 @@ impl InFlight {
         self.locate(id)
             .and_then(|(word, bit)| self.words.get(word).map(|w| w & bit != 0))
             .unwrap_or(false)
+    }
+
+    /// Checks a chain handle the device hands back (`add_used`): its id is below the queue size
+    /// and the chain is held. Errors are the device's own misuse, not the driver's.
+    pub(crate) fn check_handle(&self, id: u16, size: u16) -> Result<(), DeviceQueueError> {
+        if id >= size {
+            return Err(DeviceQueueError::ChainIdOutOfRange { head: id, size });
+        }
+        if !self.contains(id) {
+            return Err(DeviceQueueError::ChainNotInFlight { head: id });
+        }
+        Ok(())
     }
 }
 

@@ -390,15 +390,7 @@ impl PackedDeviceQueue {
     /// run of completely used buffers (§2.8.8; see `in_order.rs`).
     pub fn add_used(&mut self, chain: &AvailChain, written: u32) -> Result<(), DeviceQueueError> {
         self.check_broken()?;
-        if chain.id >= self.size {
-            return Err(DeviceQueueError::ChainIdOutOfRange {
-                head: chain.id,
-                size: self.size,
-            });
-        }
-        if !self.in_flight.contains(chain.id) {
-            return Err(DeviceQueueError::ChainNotInFlight { head: chain.id });
-        }
+        self.in_flight.check_handle(chain.id, self.size)?;
         let slots = self.held.slots(chain.id);
         if !self.in_order {
             self.release(chain.id);
